@@ -1,0 +1,108 @@
+"""Constants of the competition and the paths of a run, resolved in one place."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+HEIGHT, WIDTH = 256, 1600
+N_CLASSES = 4
+CLASS_IDS = (1, 2, 3, 4)
+N_PIXELS = HEIGHT * WIDTH
+
+DATA_DIR_ENV = "SEVERSTAL_DATA_DIR"
+RUN_DIR_ENV = "SEVERSTAL_RUN_DIR"
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_RUN_DIR = Path("runs/default")
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where the competition layout lives (the files Kaggle ships)."""
+
+    root: Path
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / "train.csv"
+
+    @property
+    def train_images(self) -> Path:
+        return self.root / "train_images"
+
+    @property
+    def test_images(self) -> Path:
+        return self.root / "test_images"
+
+    @property
+    def sample_submission(self) -> Path:
+        return self.root / "sample_submission.csv"
+
+    @property
+    def test_truth(self) -> Path:
+        """Ground truth of the test images; only the synthetic dataset has it."""
+        return self.root / "test_truth.csv"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one experiment keeps checkpoints, logs, reports and post-processing."""
+
+    root: Path
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.root / "folds.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def postprocess_json(self) -> Path:
+        return self.root / "postprocess.json"
+
+    @property
+    def config_json(self) -> Path:
+        return self.root / "config.json"
+
+
+def resolve_data_dir(value: str | os.PathLike | None = None) -> DataPaths:
+    """The data directory: the argument, else $SEVERSTAL_DATA_DIR, else ./data."""
+    chosen = value or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return DataPaths(Path(chosen))
+
+
+def resolve_run_dir(value: str | os.PathLike | None = None) -> RunPaths:
+    """The run directory: the argument, else $SEVERSTAL_RUN_DIR, else ./runs/default."""
+    chosen = value or os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
+    return RunPaths(Path(chosen))
+
+
+def code_version() -> str:
+    """Package version plus the git commit (and '-dirty') when run from a checkout."""
+    from pipeline import __version__
+
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}{'-dirty' if dirty else ''}"

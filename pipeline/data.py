@@ -1,0 +1,131 @@
+"""The competition's CSV formats -> one canonical table of labels, and masks of an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline import rle
+from pipeline.config import CLASS_IDS, HEIGHT, N_CLASSES, WIDTH, DataPaths
+
+LABEL_COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
+CURRENT_HEADER = ["ImageId", "ClassId", "EncodedPixels"]
+ORIGINAL_HEADER = ["ImageId_ClassId", "EncodedPixels"]
+IMAGE_SUFFIX = ".jpg"
+
+
+def _line(index: int) -> int:
+    """The 1-based file line of a data row (the header is line 1)."""
+    return int(index) + 2
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """Canonical labels ``ImageId, ClassId, EncodedPixels`` of a train.csv in either format.
+
+    Keeps only non-empty rows (defect-free images are listed by ``list_images``), sorted by
+    image then class. Raises ValueError naming the file and line for a malformed header, an
+    unknown ClassId, a duplicate (image, class) row or an invalid RLE string.
+    """
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    header = list(table.columns)
+    if header == CURRENT_HEADER:
+        image_ids, class_ids = table["ImageId"], table["ClassId"]
+    elif header == ORIGINAL_HEADER:
+        parts = table["ImageId_ClassId"].str.rpartition("_")
+        bad = parts[1] != "_"
+        if bad.any():
+            index = int(np.argmax(bad.to_numpy()))
+            raise ValueError(f"{path}:{_line(index)}: ImageId_ClassId "
+                             f"{table['ImageId_ClassId'].iloc[index]!r} is not '<image>_<class>'")
+        image_ids, class_ids = parts[0], parts[2]
+    else:
+        raise ValueError(f"{path}: malformed header {header}; expected {CURRENT_HEADER} "
+                         f"(current format) or {ORIGINAL_HEADER} (original format)")
+    labels = pd.DataFrame({"ImageId": image_ids.str.strip(), "ClassId": class_ids.str.strip(),
+                           "EncodedPixels": table["EncodedPixels"].str.strip()})
+    unknown = ~labels["ClassId"].isin([str(c) for c in CLASS_IDS])
+    if unknown.any():
+        index = int(np.argmax(unknown.to_numpy()))
+        raise ValueError(f"{path}:{_line(index)}: unknown ClassId "
+                         f"{labels['ClassId'].iloc[index]!r}; valid ones are {list(CLASS_IDS)}")
+    labels["ClassId"] = labels["ClassId"].astype(int)
+    duplicated = labels.duplicated(["ImageId", "ClassId"], keep=False)
+    if duplicated.any():
+        lines = [_line(i) for i in np.flatnonzero(duplicated.to_numpy())[:2]]
+        row = labels.iloc[lines[0] - 2]
+        raise ValueError(f"{path}: lines {lines[0]} and {lines[1]} both label image "
+                         f"{row['ImageId']} class {row['ClassId']}; keep one row per pair")
+    labels = labels[labels["EncodedPixels"] != ""]
+    for index, encoded in labels["EncodedPixels"].items():
+        try:
+            rle.parse(encoded)
+        except ValueError as error:
+            raise ValueError(f"{path}:{_line(index)}: {error}") from None
+    return labels.sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
+
+
+def list_images(images_dir: Path) -> list[str]:
+    """Sorted file names of the JPEGs in a directory (the ImageIds)."""
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"{images_dir} is not a directory: run `make download` or "
+                                "`make sample-data` to create the dataset")
+    return sorted(p.name for p in images_dir.iterdir() if p.suffix == IMAGE_SUFFIX)
+
+
+def load_train(data: DataPaths) -> tuple[pd.DataFrame, list[str]]:
+    """Labels of train.csv and every training image id, defect-free ones included.
+
+    Raises FileNotFoundError naming the row whose image is missing from train_images/.
+    """
+    labels = read_labels(data.train_csv)
+    image_ids = list_images(data.train_images)
+    missing = ~labels["ImageId"].isin(set(image_ids))
+    if missing.any():
+        row = labels[missing].iloc[0]
+        raise FileNotFoundError(
+            f"{data.train_csv}: image {row['ImageId']} (class {row['ClassId']}) has no file "
+            f"{data.train_images / row['ImageId']}; {int(missing.sum())} labelled image(s) "
+            "missing: re-download the data or remove their rows")
+    return labels, image_ids
+
+
+def rle_table(labels: pd.DataFrame, image_ids: list[str]) -> pd.DataFrame:
+    """One row per image id, columns 1..4 holding the class RLE ('' where there is none)."""
+    wide = labels.pivot(index="ImageId", columns="ClassId", values="EncodedPixels")
+    wide = wide.reindex(index=image_ids, columns=list(CLASS_IDS)).fillna("")
+    wide.columns.name = None
+    return wide
+
+
+def masks_from_rles(rles: list[str], shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
+    """The ``(4, H, W)`` uint8 masks of an image from its 4 class RLE strings."""
+    if len(rles) != N_CLASSES:
+        raise ValueError(f"expected {N_CLASSES} RLE strings (classes 1..4), got {len(rles)}")
+    return np.stack([rle.decode(encoded, shape) for encoded in rles])
+
+
+def label_map(masks: np.ndarray) -> np.ndarray:
+    """The single-label ``(H, W)`` uint8 map 0..4 of ``(4, H, W)`` masks (0 = background).
+
+    Where classes overlap the highest class id wins (class 4 over 3 over 2 over 1), so a
+    pixel gets exactly one label; real labels overlap on well under 0.1% of defect pixels.
+    """
+    weights = np.arange(1, masks.shape[0] + 1, dtype=np.uint8)[:, None, None]
+    return (masks.astype(bool) * weights).max(axis=0)
+
+
+def read_image(path: Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 RGB image at path; clear errors for missing, corrupt, wrong size."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"image {path} cannot be decoded (corrupt or not a JPEG): "
+                         "re-download it or pass --skip-bad-images")
+    if image.shape[:2] != shape:
+        raise ValueError(f"image {path} is {image.shape[1]}x{image.shape[0]}, expected "
+                         f"{shape[1]}x{shape[0]} (width x height)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,85 @@
+"""The competition metric: mean Dice over every (image, class) pair, empty/empty = 1.
+
+All functions are vectorised over a batch; areas and intersections are ``(N, C)`` counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def pair_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(intersection, pred_area, true_area)``, each ``(N, C)`` int64, of ``(N, C, H, W)`` masks."""
+    if pred.shape != truth.shape or pred.ndim != 4:
+        raise ValueError(f"pred {pred.shape} and truth {truth.shape} must both be (N, C, H, W)")
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    intersection = np.logical_and(pred, truth).sum(axis=(2, 3), dtype=np.int64)
+    return (intersection, pred.sum(axis=(2, 3), dtype=np.int64),
+            truth.sum(axis=(2, 3), dtype=np.int64))
+
+
+def dice_from_counts(intersection: np.ndarray, pred_area: np.ndarray,
+                     true_area: np.ndarray) -> np.ndarray:
+    """Dice of each pair, 2|X n Y| / (|X| + |Y|), and 1 where both masks are empty."""
+    total = np.asarray(pred_area, dtype=np.float64) + true_area
+    return np.where(total == 0, 1.0, 2.0 * np.asarray(intersection) / np.maximum(total, 1))
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``(N, C)`` Dice of ``(N, C, H, W)`` binary masks."""
+    return dice_from_counts(*pair_counts(pred, truth))
+
+
+def defect_count_confusion(pred_area: np.ndarray, true_area: np.ndarray) -> np.ndarray:
+    """``(C+1, C+1)`` matrix: rows the true number of defect classes per image, columns predicted."""
+    n_true = (np.asarray(true_area) > 0).sum(axis=1)
+    n_pred = (np.asarray(pred_area) > 0).sum(axis=1)
+    size = np.shape(true_area)[1] + 1
+    return np.bincount(n_true * size + n_pred, minlength=size * size).reshape(size, size)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The competition score of a set and the diagnostics around it."""
+
+    score: float                 # mean Dice over every (image, class) pair
+    per_class: list[float]       # mean Dice of each class over all images
+    nonempty: float              # mean Dice over pairs whose truth is non-empty (nan if none)
+    all_empty_baseline: float    # the score of predicting nothing at all
+    confusion: list[list[int]]   # true vs predicted number of defect classes per image
+    n_images: int
+
+    def as_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def summarize(intersection: np.ndarray, pred_area: np.ndarray,
+              true_area: np.ndarray) -> Scores:
+    """Scores of a set from its ``(N, C)`` pair counts."""
+    true_area = np.asarray(true_area)
+    if true_area.ndim != 2 or true_area.shape[0] == 0:
+        raise ValueError(f"expected (N, C) counts with N >= 1, got shape {true_area.shape}")
+    pair_dice = dice_from_counts(intersection, pred_area, true_area)
+    nonempty = true_area > 0
+    return Scores(
+        score=float(pair_dice.mean()),
+        per_class=[float(v) for v in pair_dice.mean(axis=0)],
+        nonempty=float(pair_dice[nonempty].mean()) if nonempty.any() else float("nan"),
+        all_empty_baseline=all_empty_baseline(true_area),
+        confusion=defect_count_confusion(pred_area, true_area).tolist(),
+        n_images=int(true_area.shape[0]),
+    )
+
+
+def score_masks(pred: np.ndarray, truth: np.ndarray) -> Scores:
+    """Scores of ``(N, C, H, W)`` predicted and true masks."""
+    return summarize(*pair_counts(pred, truth))
+
+
+def all_empty_baseline(true_area: np.ndarray) -> float:
+    """The score of an empty submission: the fraction of (image, class) pairs with no defect."""
+    return float((np.asarray(true_area) == 0).mean())
+
