@@ -8,9 +8,12 @@ RUN_DIR ?= runs/default
 N_TRAIN ?= 1000
 N_TEST ?= 200
 SEED ?= 0
+N_FOLDS ?= 5
+FOLD ?= all
+TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint sample-data stats bench clean
+.PHONY: help install test lint sample-data stats folds train bench bench-model clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -35,6 +38,15 @@ sample-data: install ## write the synthetic dataset to DATA_DIR (N_TRAIN, N_TEST
 
 stats: install ## summarise the dataset in DATA_DIR
 	$(PY) -m pipeline stats --data-dir $(DATA_DIR)
+
+folds: install ## write RUN_DIR/folds.csv (N_FOLDS stratified folds)
+	$(PY) -m pipeline folds --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --n-folds $(N_FOLDS) --seed $(SEED)
+
+train: install ## train FOLD (all, or e.g. 2) into RUN_DIR; extra flags in TRAIN_ARGS
+	$(PY) -m pipeline train --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --fold $(FOLD) $(TRAIN_ARGS)
+
+bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
+	$(PY) bench/bench_model_cpu.py
 
 bench: install ## RLE encode/decode benchmark against the common Kaggle-kernel code
 	$(PY) bench/bench_rle.py

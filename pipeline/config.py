@@ -106,3 +106,47 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}{'-dirty' if dirty else ''}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; CLI flags map onto these fields (``--batch-size`` ...)."""
+
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    run_dir: str = str(DEFAULT_RUN_DIR)
+    model: str = "fcn32_vgg11"
+    head: str = "softmax"
+    encoder_weights: str = "imagenet"
+    background_prior: float | None = None
+    loss: str = "ce"
+    class_weights: tuple[float, ...] | None = None
+    optimizer: str = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    epochs: int = 20
+    warmup_epochs: float = 1.0
+    batch_size: int = 8
+    crop: tuple[int, int] | None = (256, 400)
+    scale: float = 1.0
+    workers: int = 4
+    amp: str = "auto"
+    channels_last: bool = True
+    seed: int = 0
+    max_steps: int | None = None
+    limit_images: int | None = None
+    skip_bad_images: bool = False
+    device: str = "auto"
+    quiet: bool = False
+
+    def as_dict(self) -> dict:
+        """JSON- and checkpoint-safe dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Inverse of ``as_dict``; unknown keys are an error naming them."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fixed)

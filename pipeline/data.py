@@ -95,7 +95,8 @@ def load_train(data: DataPaths) -> tuple[pd.DataFrame, list[str]]:
 def rle_table(labels: pd.DataFrame, image_ids: list[str]) -> pd.DataFrame:
     """One row per image id, columns 1..4 holding the class RLE ('' where there is none)."""
     wide = labels.pivot(index="ImageId", columns="ClassId", values="EncodedPixels")
-    wide = wide.reindex(index=image_ids, columns=list(CLASS_IDS)).fillna("")
+    wide = wide.reindex(index=image_ids, columns=list(CLASS_IDS), fill_value="")
+    wide = wide.astype(object).where(wide.notna(), "")
     wide.columns.name = None
     return wide
 

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def pair_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(intersection, pred_area, true_area)``, each ``(N, C)`` int64, of ``(N, C, H, W)`` masks."""
+    """``(intersection, pred_area, true_area)``, each ``(N, C)`` int64, of (N, C, H, W) masks."""
     if pred.shape != truth.shape or pred.ndim != 4:
         raise ValueError(f"pred {pred.shape} and truth {truth.shape} must both be (N, C, H, W)")
     pred, truth = pred.astype(bool), truth.astype(bool)
@@ -33,7 +33,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def defect_count_confusion(pred_area: np.ndarray, true_area: np.ndarray) -> np.ndarray:
-    """``(C+1, C+1)`` matrix: rows the true number of defect classes per image, columns predicted."""
+    """``(C+1, C+1)`` counts; row = true number of defect classes per image, column = predicted."""
     n_true = (np.asarray(true_area) > 0).sum(axis=1)
     n_pred = (np.asarray(pred_area) > 0).sum(axis=1)
     size = np.shape(true_area)[1] + 1
@@ -82,4 +82,3 @@ def score_masks(pred: np.ndarray, truth: np.ndarray) -> Scores:
 def all_empty_baseline(true_area: np.ndarray) -> float:
     """The score of an empty submission: the fraction of (image, class) pairs with no defect."""
     return float((np.asarray(true_area) == 0).mean())
-

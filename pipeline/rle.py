@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.config import HEIGHT, WIDTH
 
+
 def is_empty(rle: object) -> bool:
     """True for the encodings of an empty mask: None, NaN, '' or whitespace."""
     if rle is None:
@@ -29,6 +30,11 @@ def parse(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[np.ndarra
     Raises ValueError naming the problem: odd count, non-integer, start < 1, length < 1,
     a run past the end of the mask, unsorted or overlapping runs.
     """
+    return _runs(rle, shape)[:2]
+
+
+def _runs(rle: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``parse`` plus the gaps between consecutive runs (shared with ``decode``)."""
     text = rle.strip()
     if text.encode("ascii", "replace").translate(None, b"0123456789 \t"):
         bad = next(tok for tok in text.split() if not (tok.isascii() and tok.isdigit()))
@@ -45,7 +51,7 @@ def parse(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[np.ndarra
     # One cheap test for the valid case; the slow path below says what is wrong.
     if values.min() < 1 or (gaps.size and gaps.min() < 0) or ends[-1] - 1 > n_pixels:
         _raise_invalid(starts, lengths, ends, gaps, shape)
-    return starts, lengths
+    return starts, lengths, gaps
 
 
 def _raise_invalid(starts: np.ndarray, lengths: np.ndarray, ends: np.ndarray,
@@ -77,12 +83,12 @@ def decode(rle: object, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
         return np.zeros((width, height), dtype=np.uint8).T
     if not isinstance(rle, str):
         raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
-    starts, lengths = parse(rle, shape)
+    starts, lengths, gaps = _runs(rle, shape)
     # The mask alternates gaps of zeros and runs of ones: one np.repeat writes all of it.
     counts = np.empty(2 * starts.size + 1, dtype=np.int64)
     counts[0] = starts[0] - 1
     counts[1::2] = lengths
-    counts[2:-1:2] = starts[1:] - starts[:-1] - lengths[:-1]
+    counts[2:-1:2] = gaps
     counts[-1] = height * width + 1 - starts[-1] - lengths[-1]
     values = np.arange(counts.size, dtype=np.uint8) & 1
     return np.repeat(values, counts).reshape(width, height).T

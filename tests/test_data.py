@@ -34,8 +34,8 @@ def test_real_sample_loads_with_defect_free_image(real_layout):
 def test_both_formats_give_the_same_table(real_layout, tmp_path):
     labels, image_ids = data.load_train(real_layout)
     original = tmp_path / "train_original.csv"
-    to_original_format(labels, image_ids).sample(frac=1, random_state=0).to_csv(original,
-                                                                               index=False)
+    shuffled = to_original_format(labels, image_ids).sample(frac=1, random_state=0)
+    shuffled.to_csv(original, index=False)
     assert len(pd.read_csv(original)) == 4 * len(image_ids)
     pd.testing.assert_frame_equal(data.read_labels(original), labels)
 

@@ -1,0 +1,102 @@
+"""Torch datasets: images and masks of the competition layout, scaled, cropped and flipped."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from pipeline import data
+from pipeline.config import HEIGHT, WIDTH
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Resize by ``scale``, then (training) a random ``crop`` and horizontal/vertical flips."""
+
+    scale: float = 1.0
+    crop: tuple[int, int] | None = None   # (height, width) after scaling
+    flips: bool = False
+
+    def input_size(self) -> tuple[int, int]:
+        """The (height, width) the model sees for a full image."""
+        return round(HEIGHT * self.scale), round(WIDTH * self.scale)
+
+
+def resize(image: np.ndarray, size: tuple[int, int], masks: bool = False) -> np.ndarray:
+    """Resize ``(H, W, C)`` to ``size`` = (h, w): area for images, nearest for masks."""
+    if image.shape[:2] == size:
+        return image
+    interpolation = cv2.INTER_NEAREST if masks else cv2.INTER_AREA
+    resized = cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+    return resized.reshape(size + image.shape[2:])
+
+
+class SteelDataset(Dataset):
+    """Items ``{"image": (3, h, w) float [0, 1], "masks": (4, H', W') uint8, "image_id"}``.
+
+    Training items have image and masks scaled and cropped alike; evaluation items
+    (``full_masks=True``) keep the masks at 256x1600 so scores are on the original grid.
+    With ``skip_bad_images`` an unreadable image gives ``None``, dropped by ``collate``.
+    """
+
+    def __init__(self, image_dir: Path, image_ids: list[str], rles: pd.DataFrame | None,
+                 transform: Transform, full_masks: bool = False, skip_bad_images: bool = False):
+        self.image_dir = Path(image_dir)
+        self.image_ids = list(image_ids)
+        self.rles = rles
+        self.transform = transform
+        self.full_masks = full_masks
+        self.skip_bad_images = skip_bad_images
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def _masks(self, image_id: str) -> np.ndarray:
+        if self.rles is None:
+            return np.zeros((4, HEIGHT, WIDTH), dtype=np.uint8)
+        return data.masks_from_rles(list(self.rles.loc[image_id]))
+
+    def __getitem__(self, index: int) -> dict | None:
+        image_id = self.image_ids[index]
+        try:
+            image = data.read_image(self.image_dir / image_id)
+        except (FileNotFoundError, ValueError) as error:
+            if not self.skip_bad_images:
+                raise
+            warnings.warn(f"skipped: {error}", stacklevel=2)
+            return None
+        masks = self._masks(image_id)
+        t = self.transform
+        image = resize(image, t.input_size())
+        if not self.full_masks:
+            masks = resize(masks.transpose(1, 2, 0), t.input_size(), masks=True).transpose(2, 0, 1)
+        if t.crop is not None:
+            top = int(torch.randint(0, image.shape[0] - t.crop[0] + 1, ()))
+            left = int(torch.randint(0, image.shape[1] - t.crop[1] + 1, ()))
+            image = image[top:top + t.crop[0], left:left + t.crop[1]]
+            masks = masks[:, top:top + t.crop[0], left:left + t.crop[1]]
+        if t.flips:
+            flip_h, flip_v = (torch.rand(2) < 0.5).tolist()
+            if flip_h:
+                image, masks = image[:, ::-1], masks[:, :, ::-1]
+            if flip_v:
+                image, masks = image[::-1], masks[:, ::-1]
+        image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {"image": image_tensor.float().div_(255),
+                "masks": torch.from_numpy(np.ascontiguousarray(masks)),
+                "image_id": image_id}
+
+
+def collate(items: list[dict | None]) -> dict:
+    """Batch the readable items; ``n_skipped`` counts the unreadable ones."""
+    kept = [item for item in items if item is not None]
+    batch = default_collate(kept) if kept else {}
+    batch["n_skipped"] = len(items) - len(kept)
+    return batch

@@ -1,0 +1,233 @@
+"""Training of one fold: loaders, train_one_epoch, evaluate, checkpoints, logs and curves."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from pipeline import checkpoint, data, distributed, folds, history, metrics, postprocess
+from pipeline.config import HEIGHT, WIDTH, TrainConfig, code_version, resolve_data_dir, \
+    resolve_run_dir
+from pipeline.dataset import SteelDataset, Transform, collate
+from pipeline.losses import build_loss
+from pipeline.model import build_model, model_info
+
+
+def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDataset]:
+    """Training (cropped, flipped) and validation (full image) datasets of one fold."""
+    paths, run = resolve_data_dir(cfg.data_dir), resolve_run_dir(cfg.run_dir)
+    labels, image_ids = data.load_train(paths)
+    split = folds.read_folds(run.folds_csv, image_ids)
+    if fold not in set(split["fold"]):
+        raise ValueError(f"--fold {fold} is not in {run.folds_csv} (folds "
+                         f"{sorted(set(split['fold']))})")
+    train_ids = sorted(split.loc[split["fold"] != fold, "ImageId"])
+    val_ids = sorted(split.loc[split["fold"] == fold, "ImageId"])
+    if cfg.limit_images:
+        train_ids = train_ids[:cfg.limit_images]
+        val_ids = val_ids[:max(1, cfg.limit_images // 4)]
+    rles = data.rle_table(labels, image_ids)
+    train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=True)
+    val_t = Transform(scale=cfg.scale)
+    return (SteelDataset(paths.train_images, train_ids, rles, train_t,
+                         skip_bad_images=cfg.skip_bad_images),
+            SteelDataset(paths.train_images, val_ids, rles, val_t, full_masks=True,
+                         skip_bad_images=cfg.skip_bad_images))
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA as configured; nothing on CPU or with ``--amp none``."""
+    amp = cfg.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    if amp == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps_total: int):
+    """The optimizer and a linear warm-up + cosine LR schedule over ``steps_total`` steps."""
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr,
+                                      weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9,
+                                    weight_decay=cfg.weight_decay, nesterov=True)
+    else:
+        raise ValueError(f"unknown --optimizer {cfg.optimizer!r}; valid: adamw, sgd")
+    warmup = max(1, round(cfg.warmup_epochs * steps_total / max(cfg.epochs, 1)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps_total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
+                    context: distributed.Context, epoch: int, step_budget: int | None) -> dict:
+    """One pass over the loader; returns mean loss, images/s and skipped images."""
+    model.train()
+    total_loss, n_images, n_skipped, steps, start = 0.0, 0, 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch",
+               disable=cfg.quiet or not context.is_main or None)
+    for batch in bar:
+        n_skipped += batch["n_skipped"]
+        if "image" not in batch:
+            continue
+        images = batch["image"].to(context.device, non_blocking=True)
+        masks = batch["masks"].to(context.device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(cfg, context.device):
+            loss = loss_fn(model(images), masks)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch}, step {steps}: nothing was saved "
+                "for this epoch; lower --lr, try --amp none, or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        steps += 1
+        total_loss += loss.item() * len(images)
+        n_images += len(images)
+        bar.set_postfix(loss=f"{loss.item():.4f}",
+                        img_s=f"{n_images / (time.perf_counter() - start):.1f}")
+        if step_budget is not None and steps >= step_budget:
+            break
+    seconds = time.perf_counter() - start
+    mean_loss = distributed.mean_across_ranks(total_loss / max(n_images, 1), n_images, context)
+    images_total = sum(distributed.gather(n_images, context))
+    return {"train_loss": mean_loss, "images_per_s": images_total / seconds, "steps": steps,
+            "skipped": sum(distributed.gather(n_skipped, context)), "seconds": seconds}
+
+
+@torch.inference_mode()
+def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Context) -> dict:
+    """Validation loss and competition score at default thresholds, over all ranks."""
+    model.eval()
+    counts, total_loss, n_images = [], 0.0, 0
+    for batch in tqdm(loader, desc="validate", leave=False, unit="batch",
+                      disable=cfg.quiet or not context.is_main or None):
+        if "image" not in batch:
+            continue
+        images = batch["image"].to(context.device)
+        masks = batch["masks"].to(context.device)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(cfg, context.device):
+            logits = postprocess.upsample(postprocess.forward_padded(model, images),
+                                          (HEIGHT, WIDTH))
+        total_loss += loss_fn(logits.float(), masks).item() * len(images)
+        n_images += len(images)
+        pred = postprocess.default_masks(logits, cfg.head)
+        counts.append(torch.stack(postprocess.pair_counts(pred, masks)).cpu().numpy())
+    local = np.concatenate(counts, axis=1) if counts else np.zeros((3, 0, 4), dtype=np.int64)
+    merged = np.concatenate(distributed.gather(local, context), axis=1)
+    scores = metrics.summarize(*merged)
+    loss = distributed.mean_across_ranks(total_loss / max(n_images, 1), n_images, context)
+    return {"val_loss": loss, "val_score": scores.score, "val_nonempty": scores.nonempty,
+            "val_baseline": scores.all_empty_baseline, "val_per_class": scores.per_class}
+
+
+def make_loader(dataset, cfg: TrainConfig, context: distributed.Context, epoch: int,
+                train: bool) -> DataLoader:
+    """A loader whose order and augmentation depend only on (seed, epoch, rank)."""
+    if train:
+        sampler = DistributedSampler(dataset, num_replicas=context.world_size,
+                                     rank=context.rank, shuffle=True, seed=cfg.seed,
+                                     drop_last=context.distributed)
+        sampler.set_epoch(epoch)
+    else:
+        dataset, sampler = Subset(dataset, range(context.rank, len(dataset),
+                                                 context.world_size)), None
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                      num_workers=cfg.workers, collate_fn=collate, generator=generator,
+                      pin_memory=context.device.type == "cuda",
+                      drop_last=train and len(dataset) >= cfg.batch_size * context.world_size)
+
+
+def train_fold(cfg: TrainConfig, fold: int, resume: bool = False) -> dict:
+    """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best."""
+    context = distributed.setup(cfg.device)
+    run = resolve_run_dir(cfg.run_dir)
+    ckpt_dir = checkpoint.fold_dir(run.checkpoints, fold)
+    train_set, val_set = fold_datasets(cfg, fold)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, head=cfg.head, encoder_weights=cfg.encoder_weights,
+                        background_prior=cfg.background_prior).to(context.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights)
+    per_epoch = max(1, len(train_set) // (cfg.batch_size * context.world_size))
+    # The schedule spans every epoch; --max-steps only stops the run early (smoke runs).
+    optimizer, scheduler = build_optimizer(cfg, model, per_epoch * cfg.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16"
+                                  and context.device.type == "cuda")
+    start_epoch, log = 0, []
+    if resume:
+        state = checkpoint.load(ckpt_dir / "last.pt", context.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+        log = history.read(run.logs, fold)[:start_epoch]
+    net = DistributedDataParallel(model) if context.distributed else model
+    best = max(log, key=lambda row: row["val_score"], default=None)
+    steps_done = sum(row["steps"] for row in log)
+    for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"fold {fold}", unit="epoch",
+                      disable=cfg.quiet or not context.is_main or None):
+        if cfg.max_steps and steps_done >= cfg.max_steps:
+            break
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        budget = cfg.max_steps - steps_done if cfg.max_steps else None
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_one_epoch(net, make_loader(train_set, cfg, context, epoch, True),
+                                   loss_fn, optimizer, scheduler, scaler, cfg, context, epoch,
+                                   budget))
+        row.update(evaluate(net, make_loader(val_set, cfg, context, epoch, False), loss_fn,
+                            cfg, context))
+        steps_done += row["steps"]
+        log.append(row)
+        is_best = best is None or row["val_score"] > best["val_score"]
+        best = row if is_best else best
+        if context.is_main:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch, "fold": fold, "config": cfg.as_dict(), "metrics": row,
+                     "model_info": model_info(model), "code_version": code_version()}
+            checkpoint.save(ckpt_dir / "last.pt", state)
+            if is_best:
+                checkpoint.save(ckpt_dir / "best.pt", state)
+            history.write(run, fold, log)
+            if row["skipped"]:
+                print(f"warning: skipped {row['skipped']} unreadable image(s) in epoch {epoch}")
+        distributed.barrier(context)
+    distributed.teardown(context)
+    return best or {}
+
+
+def train_folds(cfg: TrainConfig, fold_ids: list[int], resume: bool = False) -> list[dict]:
+    """Train each listed fold in turn; returns the best row of each."""
+    return [train_fold(cfg, fold, resume=resume) for fold in fold_ids]
+
+
+def checkpoint_paths(run_dir: Path, fold_ids: list[int], which: str = "best") -> list[Path]:
+    """``best.pt`` or ``last.pt`` of each fold."""
+    return [checkpoint.fold_dir(resolve_run_dir(run_dir).checkpoints, f) / f"{which}.pt"
+            for f in fold_ids]
