@@ -18,6 +18,15 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help=f"competition layout (default ${config.DATA_DIR_ENV} or data/)")
 
 
+def _add_inference_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", default="none", choices=["none", "hflip", "hvflip"],
+                        help="flip test-time augmentation")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default=None,
                         help=f"checkpoints, logs, reports (default ${config.RUN_DIR_ENV} or "
@@ -70,6 +79,83 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from pipeline import cv
+
+    fold_ids = None if args.fold == "all" else _fold_ids(args.fold, config.resolve_run_dir(
+        args.run_dir))
+    report = cv.run_cv(args.run_dir, args.data_dir, fold_ids, tta=args.tta,
+                       batch_size=args.batch_size, workers=args.workers,
+                       min_component=args.min_component, device=args.device, quiet=args.quiet)
+    run = config.resolve_run_dir(args.run_dir)
+    print(cv.format_report(report))
+    print(f"wrote {run.reports / 'cv.json'}, {run.postprocess_json} and pictures in {run.reports}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline import distributed, predict, submission
+
+    paths, run = config.resolve_data_dir(args.data_dir), config.resolve_run_dir(args.run_dir)
+    sample = submission.read_sample(Path(args.sample) if args.sample else paths.sample_submission)
+    predict.check_test_images(paths.test_images, sample.image_ids, sample.path)
+    checkpoints = ([Path(p) for p in args.checkpoints] if args.checkpoints
+                   else sorted(run.checkpoints.glob("fold*/best.pt")))
+    context = distributed.setup(args.device)
+    models, cfg = predict.load_models(checkpoints, context.device)
+    params = _postprocess(args, run, cfg.head)
+    rles = predict.predict_rles(models, cfg, paths.test_images, sample.image_ids, params,
+                                context, batch_size=args.batch_size, workers=args.workers,
+                                tta=args.tta, quiet=args.quiet)
+    shards = distributed.gather(rles, context)
+    if context.is_main:
+        merged = {k: v for shard in shards for k, v in shard.items()}
+        out = Path(args.out)
+        submission.write(submission.build(sample, merged), out)
+        table = submission.validate(out, sample)
+        n_defects = sum(bool(r) for rles_ in merged.values() for r in rles_)
+        print(f"wrote {out}: {len(table)} rows, {len(merged)} images, {n_defects} predicted "
+              f"masks ({len(models)} model(s), TTA {args.tta}); validated against {sample.path}")
+    distributed.teardown(context)
+    return 0
+
+
+def _postprocess(args: argparse.Namespace, run: config.RunPaths, head: str):
+    from pipeline.postprocess import PostProcess
+
+    path = Path(args.postprocess) if args.postprocess else run.postprocess_json
+    if args.postprocess or path.is_file():
+        params = PostProcess.load(path)
+    else:
+        print(f"warning: {path} not found (run `make cv`); using default post-processing",
+              file=sys.stderr)
+        params = PostProcess(head=head)
+    overrides = {name: getattr(args, name) for name in ("threshold", "min_area", "min_component")
+                 if getattr(args, name) is not None}
+    return params.replace(**overrides) if overrides else params
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline import submission
+
+    sample = submission.read_sample(Path(args.sample))
+    table = submission.validate(Path(args.submission), sample)
+    print(f"{args.submission}: valid {sample.format}-format submission, {len(table)} rows, "
+          f"{len(sample.image_ids)} images")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from pipeline import data, submission
+
+    sample = submission.read_sample(Path(args.sample))
+    table = submission.validate(Path(args.submission), sample)
+    scores = submission.score(submission.to_predictions(table, sample),
+                              data.read_labels(Path(args.truth)))
+    print(json.dumps(scores.as_dict(), indent=2))
+    return 0
+
+
 def _fold_ids(value: str, run: config.RunPaths) -> list[int]:
     """``--fold all`` (every fold in folds.csv) or a comma-separated list of fold numbers."""
     from pipeline import folds
@@ -105,6 +191,16 @@ def _parse_floats(text: str) -> tuple[float, ...] | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers"
                                          ) from None
+
+
+def _per_class(kind: type):
+    """Parse one value for every class, or 4 comma-separated values (classes 1..4)."""
+    def parse(text: str):
+        values = [None if v.lower() in ("none", "argmax") else kind(v) for v in text.split(",")]
+        if len(values) not in (1, 4):
+            raise argparse.ArgumentTypeError(f"{text!r}: give 1 value or 4 (classes 1..4)")
+        return values * 4 if len(values) == 1 else values
+    return parse
 
 
 def _optional(kind: type):
@@ -177,6 +273,49 @@ def build_parser() -> argparse.ArgumentParser:
                            help="continue each fold from its last.pt")
     _add_config_flags(train_cmd)
     train_cmd.set_defaults(func=_cmd_train)
+
+    cv_cmd = commands.add_parser("cv", help="out-of-fold scores and post-processing tuning")
+    _add_data_dir(cv_cmd)
+    _add_run_dir(cv_cmd)
+    cv_cmd.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
+    cv_cmd.add_argument("--min-component", type=_per_class(int), default=[0] * 4,
+                        help="drop connected components smaller than this (pixels, per class)")
+    _add_inference_flags(cv_cmd)
+    cv_cmd.set_defaults(func=_cmd_cv)
+
+    predict_cmd = commands.add_parser("predict", help="checkpoints -> submission.csv",
+                                      description="Predict the test images; under torchrun "
+                                      "the images are sharded across processes.")
+    _add_data_dir(predict_cmd)
+    _add_run_dir(predict_cmd)
+    predict_cmd.add_argument("--sample", default=None,
+                             help="sample submission (default DATA_DIR/sample_submission.csv)")
+    predict_cmd.add_argument("--checkpoints", nargs="+", default=None,
+                             help="checkpoint files (default: every fold's best.pt)")
+    predict_cmd.add_argument("--out", default=str(config.DEFAULT_SUBMISSION),
+                             help="submission file to write")
+    predict_cmd.add_argument("--postprocess", default=None,
+                             help="post-processing JSON (default RUN_DIR/postprocess.json)")
+    predict_cmd.add_argument("--threshold", type=_per_class(float), default=None,
+                             help="override pixel thresholds, e.g. 0.5 or argmax,0.5,0.5,0.5")
+    predict_cmd.add_argument("--min-area", type=_per_class(int), default=None,
+                             help="override the empty-mask thresholds, e.g. 600,600,1000,2000")
+    predict_cmd.add_argument("--min-component", type=_per_class(int), default=None,
+                             help="override the connected-component size limits")
+    _add_inference_flags(predict_cmd)
+    predict_cmd.set_defaults(func=_cmd_predict)
+
+    validate_cmd = commands.add_parser("validate", help="check a submission against its sample")
+    validate_cmd.add_argument("submission", help="submission.csv to check")
+    validate_cmd.add_argument("--sample", required=True, help="the sample_submission.csv")
+    validate_cmd.set_defaults(func=_cmd_validate)
+
+    score_cmd = commands.add_parser("score", help="score a submission against known labels")
+    score_cmd.add_argument("submission", help="submission.csv to score")
+    score_cmd.add_argument("--sample", required=True, help="the sample_submission.csv")
+    score_cmd.add_argument("--truth", required=True,
+                           help="labels in train.csv format (test_truth.csv of synthetic data)")
+    score_cmd.set_defaults(func=_cmd_score)
     return parser
 
 

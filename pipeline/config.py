@@ -16,6 +16,7 @@ DATA_DIR_ENV = "SEVERSTAL_DATA_DIR"
 RUN_DIR_ENV = "SEVERSTAL_RUN_DIR"
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RUN_DIR = Path("runs/default")
+DEFAULT_SUBMISSION = Path("submission/submission.csv")
 
 
 @dataclass(frozen=True)

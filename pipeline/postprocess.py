@@ -1,9 +1,74 @@
-"""Model outputs -> class probabilities -> binary class masks."""
+"""Model outputs -> class probabilities -> binary class masks (one implementation for CV,
+predict and the kernel).
+
+Per class c: a pixel is on where ``probs[c] > threshold[c]`` (or, with ``threshold[c] = None``,
+where class c wins the argmax for the softmax head / ``p > 0.5`` for the sigmoid head); then
+connected components smaller than ``min_component[c]`` pixels are removed; then the **empty-mask
+threshold**: if fewer than ``min_area[c]`` pixels remain, the class is empty for that image.
+Areas are counted on the original 256x1600 grid.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline import fileio
+from pipeline.config import N_CLASSES
+
+
+def _per_class(value: object, name: str, kind: type) -> tuple:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * N_CLASSES
+    if len(values) != N_CLASSES:
+        raise ValueError(f"{name} needs {N_CLASSES} values (classes 1..4), got {len(values)}")
+    return tuple(None if v is None else kind(v) for v in values)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Post-processing parameters, one value per class; stored as JSON beside the run."""
+
+    head: str = "softmax"
+    threshold: tuple[float | None, ...] = field(default=(None,) * N_CLASSES)
+    min_area: tuple[int, ...] = field(default=(0,) * N_CLASSES)
+    min_component: tuple[int, ...] = field(default=(0,) * N_CLASSES)
+
+    def __post_init__(self) -> None:
+        if self.head not in ("softmax", "sigmoid"):
+            raise ValueError(f"unknown head {self.head!r}; valid heads: softmax, sigmoid")
+        object.__setattr__(self, "threshold", _per_class(self.threshold, "threshold", float))
+        object.__setattr__(self, "min_area", _per_class(self.min_area, "min_area", int))
+        object.__setattr__(self, "min_component",
+                           _per_class(self.min_component, "min_component", int))
+        if any(t is not None and not 0.0 <= t < 1.0 for t in self.threshold):
+            raise ValueError(f"thresholds must be in [0, 1), got {self.threshold}")
+        if any(v < 0 for v in self.min_area + self.min_component):
+            raise ValueError("min_area and min_component must be >= 0")
+
+    def replace(self, **changes) -> "PostProcess":
+        """A copy with some fields changed (per-class values or one value for all)."""
+        return PostProcess(**{**asdict(self), **changes})
+
+    def save(self, path: Path) -> None:
+        """Write the parameters as JSON atomically."""
+        fileio.write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "PostProcess":
+        """Read parameters written by ``save``; a clear error for a missing or bad file."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"post-processing file {path} does not exist: run `make cv` "
+                                    "or pass --postprocess / --min-area explicitly")
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (TypeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not a post-processing file: {error}") from None
 
 
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
@@ -22,21 +87,6 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def default_masks(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """``(N, 4, H, W)`` bool masks at default thresholds: argmax (softmax) or p > 0.5 (sigmoid)."""
-    if head == "softmax":
-        labels = logits.argmax(dim=1, keepdim=True)
-        classes = torch.arange(1, logits.shape[1], device=logits.device).view(1, -1, 1, 1)
-        return labels == classes
-    return probabilities(logits, head) > 0.5
-
-
-def pair_counts(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``(intersection, pred_area, true_area)`` ``(N, 4)`` int64 of bool ``(N, 4, H, W)`` masks."""
-    truth = truth.bool()
-    return ((pred & truth).sum(dim=(2, 3)), pred.sum(dim=(2, 3)), truth.sum(dim=(2, 3)))
-
-
 def forward_padded(model: torch.nn.Module, images: torch.Tensor, stride: int = 32) -> torch.Tensor:
     """Logits of images of any size: replicate-pad H, W up to a multiple of stride, then crop."""
     height, width = images.shape[-2:]
@@ -44,3 +94,53 @@ def forward_padded(model: torch.nn.Module, images: torch.Tensor, stride: int = 3
     if pad_h or pad_w:
         images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
     return model(images)[..., :height, :width]
+
+
+def pixel_masks(probs: torch.Tensor, head: str, threshold: float | None,
+                class_index: int) -> torch.Tensor:
+    """``(N, H, W)`` bool pixel mask of one class: its threshold, or argmax / 0.5 if None."""
+    p = probs[:, class_index]
+    if threshold is not None:
+        return p > threshold
+    if head == "sigmoid":
+        return p > 0.5
+    background = 1.0 - probs.sum(dim=1)
+    return (p >= probs.max(dim=1).values) & (p > background)
+
+
+def remove_small_components(masks: torch.Tensor, min_size: int) -> torch.Tensor:
+    """Drop the 8-connected components of ``(N, H, W)`` bool masks smaller than min_size."""
+    if min_size <= 1:
+        return masks
+    out = masks.cpu().numpy().astype(np.uint8)
+    for image in out:
+        if not image.any():
+            continue
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(image, connectivity=8)
+        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_size)
+        small = small[small > 0]  # label 0 is the background
+        if small.size:
+            image[np.isin(labels, small)] = 0
+    return torch.from_numpy(out.astype(bool)).to(masks.device)
+
+
+def class_masks(probs: torch.Tensor, params: PostProcess) -> torch.Tensor:
+    """``(N, 4, H, W)`` bool masks of ``(N, 4, H, W)`` probabilities under ``params``."""
+    out = []
+    for c in range(N_CLASSES):
+        mask = pixel_masks(probs, params.head, params.threshold[c], c)
+        mask = remove_small_components(mask, params.min_component[c])
+        keep = mask.sum(dim=(1, 2)) >= max(params.min_area[c], 1)
+        out.append(mask & keep[:, None, None])
+    return torch.stack(out, dim=1)
+
+
+def default_masks(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """``(N, 4, H, W)`` bool masks at default thresholds: argmax (softmax) or p > 0.5 (sigmoid)."""
+    return class_masks(probabilities(logits, head), PostProcess(head=head))
+
+
+def pair_counts(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(intersection, pred_area, true_area)`` ``(N, 4)`` int64 of bool ``(N, 4, H, W)`` masks."""
+    truth = truth.bool()
+    return ((pred & truth).sum(dim=(2, 3)), pred.sum(dim=(2, 3)), truth.sum(dim=(2, 3)))

@@ -91,7 +91,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, context.device):
-            loss = loss_fn(model(images), masks)
+            loss = loss_fn(postprocess.forward_padded(model, images), masks)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {epoch}, step {steps}: nothing was saved "

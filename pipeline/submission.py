@@ -1,0 +1,162 @@
+"""submission.csv in the format of the given sample file: writing, validating, scoring.
+
+Original format (``ImageId_ClassId,EncodedPixels``): exactly the sample's rows in its order,
+EncodedPixels empty where no defect. Current format (``ImageId,EncodedPixels,ClassId``): in the
+order of the sample's images, one row per predicted (image, class 1..4) mask, classes ascending;
+an image with no predicted defect keeps the sample's ClassId-0 row, so every image appears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import fileio, metrics, rle
+from pipeline.config import CLASS_IDS
+
+CURRENT = ["ImageId", "EncodedPixels", "ClassId"]
+ORIGINAL = ["ImageId_ClassId", "EncodedPixels"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample submission: its format, rows and image ids in order."""
+
+    path: Path
+    format: str          # "current" or "original"
+    table: pd.DataFrame
+    image_ids: list[str]
+
+
+def read_sample(path: Path) -> Sample:
+    """Read sample_submission.csv in either format; a clear error for anything else."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"sample submission {path} does not exist")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(table.columns) == CURRENT:
+        return Sample(Path(path), "current", table, list(dict.fromkeys(table["ImageId"])))
+    if list(table.columns) == ORIGINAL:
+        ids = table["ImageId_ClassId"].str.rpartition("_")[0]
+        return Sample(Path(path), "original", table, list(dict.fromkeys(ids)))
+    raise ValueError(f"{path}: header {list(table.columns)} is neither {CURRENT} (current) "
+                     f"nor {ORIGINAL} (original)")
+
+
+def build(sample: Sample, predictions: dict[str, list[str]]) -> pd.DataFrame:
+    """Submission rows for ``{image_id: [rle class 1..4]}`` in the sample's format and order."""
+    missing = [i for i in sample.image_ids if i not in predictions]
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} image(s) of {sample.path} "
+                         f"(e.g. {missing[0]})")
+    if sample.format == "original":
+        keys = sample.table["ImageId_ClassId"].str.rpartition("_")
+        values = [predictions[i][int(c) - 1] for i, c in zip(keys[0], keys[2])]
+        return pd.DataFrame({"ImageId_ClassId": sample.table["ImageId_ClassId"],
+                             "EncodedPixels": values})
+    background = sample.table.drop_duplicates("ImageId").set_index("ImageId")
+    rows = []
+    for image_id in sample.image_ids:
+        found = [(image_id, encoded, str(c))
+                 for c, encoded in zip(CLASS_IDS, predictions[image_id]) if encoded]
+        rows.extend(found or [(image_id, background.loc[image_id, "EncodedPixels"],
+                               background.loc[image_id, "ClassId"])])
+    return pd.DataFrame(rows, columns=CURRENT)
+
+
+def write(table: pd.DataFrame, path: Path) -> None:
+    """Write submission rows atomically."""
+    with fileio.atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def validate(path: Path, sample: Sample) -> pd.DataFrame:
+    """Check a submission against its sample; returns it, or raises listing every problem."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"submission {path} does not exist: run `make predict`")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    expected = CURRENT if sample.format == "current" else ORIGINAL
+    if list(table.columns) != expected:
+        raise ValueError(f"{path}: columns {list(table.columns)}, expected {expected} "
+                         f"(the format of {sample.path})")
+    problems = (_problems_current(table, sample) if sample.format == "current"
+                else _problems_original(table, sample))
+    for index, encoded in table["EncodedPixels"].items():
+        try:
+            rle.parse(encoded) if encoded else None
+        except ValueError as error:
+            problems.append(f"line {index + 2}: {error}")
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise ValueError(f"{path} is not a valid submission for {sample.path}:\n  {shown}{more}")
+    return table
+
+
+def _problems_original(table: pd.DataFrame, sample: Sample) -> list[str]:
+    if len(table) != len(sample.table):
+        return [f"{len(table)} rows, the sample has {len(sample.table)}"]
+    differs = np.flatnonzero(table["ImageId_ClassId"].to_numpy()
+                             != sample.table["ImageId_ClassId"].to_numpy())
+    return [f"line {i + 2}: {table['ImageId_ClassId'].iloc[i]!r}, the sample has "
+            f"{sample.table['ImageId_ClassId'].iloc[i]!r} (same rows, same order)"
+            for i in differs[:5]]
+
+
+def _problems_current(table: pd.DataFrame, sample: Sample) -> list[str]:
+    problems = []
+    known = set(sample.image_ids)
+    unknown = sorted(set(table["ImageId"]) - known)
+    if unknown:
+        problems.append(f"{len(unknown)} image(s) not in the sample, e.g. {unknown[0]}")
+    absent = [i for i in sample.image_ids if i not in set(table["ImageId"])]
+    if absent:
+        problems.append(f"{len(absent)} sample image(s) missing, e.g. {absent[0]}")
+    order = list(dict.fromkeys(table["ImageId"]))
+    if not problems and order != sample.image_ids:
+        first = next(i for i, (a, b) in enumerate(zip(order, sample.image_ids)) if a != b)
+        problems.append(f"images out of the sample's order from {order[first]!r}")
+    bad_class = ~table["ClassId"].isin(["0", *map(str, CLASS_IDS)])
+    for i in np.flatnonzero(bad_class.to_numpy())[:5]:
+        problems.append(f"line {i + 2}: ClassId {table['ClassId'].iloc[i]!r} is not 0..4")
+    if not bad_class.any():
+        grouped = table.groupby("ImageId", sort=False)["ClassId"].agg(list)
+        for image_id, classes in grouped.items():
+            if "0" in classes and len(classes) > 1:
+                problems.append(f"{image_id}: a ClassId-0 row beside defect rows")
+            elif classes != sorted(classes, key=int) or len(set(classes)) != len(classes):
+                problems.append(f"{image_id}: classes {classes} not unique and ascending")
+    return problems
+
+
+def to_predictions(table: pd.DataFrame, sample: Sample) -> dict[str, list[str]]:
+    """``{image_id: [rle class 1..4]}`` of a valid submission (ClassId-0 rows are empty)."""
+    out = {image_id: [""] * len(CLASS_IDS) for image_id in sample.image_ids}
+    if sample.format == "original":
+        keys = table["ImageId_ClassId"].str.rpartition("_")
+        pairs = zip(keys[0], keys[2].astype(int), table["EncodedPixels"])
+    else:
+        pairs = zip(table["ImageId"], table["ClassId"].astype(int), table["EncodedPixels"])
+    for image_id, class_id, encoded in pairs:
+        if class_id in CLASS_IDS:
+            out[image_id][class_id - 1] = encoded
+    return out
+
+
+def score(predictions: dict[str, list[str]], truth: pd.DataFrame) -> metrics.Scores:
+    """Competition scores of predictions against canonical labels (e.g. test_truth.csv)."""
+    truth_rles = {i: [""] * len(CLASS_IDS) for i in predictions}
+    for image_id, class_id, encoded in truth[["ImageId", "ClassId", "EncodedPixels"]].itertuples(
+            index=False):
+        if image_id in truth_rles:
+            truth_rles[image_id][class_id - 1] = encoded
+    counts = np.zeros((3, len(predictions), len(CLASS_IDS)), dtype=np.int64)
+    for n, image_id in enumerate(predictions):
+        for c in range(len(CLASS_IDS)):
+            pred = rle.decode(predictions[image_id][c])
+            true = rle.decode(truth_rles[image_id][c])
+            counts[:, n, c] = (np.count_nonzero(pred & true), np.count_nonzero(pred),
+                               np.count_nonzero(true))
+    return metrics.summarize(*counts)
