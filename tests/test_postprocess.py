@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline import postprocess
+from pipeline.postprocess import PostProcess
+
+
+def probs_with(blocks, shape=(1, 4, 8, 12)):
+    """Probabilities that are 0 except value v on [rows, cols] of class c: (c, rows, cols, v)."""
+    probs = torch.zeros(shape)
+    for c, rows, cols, value in blocks:
+        probs[0, c, rows, cols] = value
+    return probs
+
+
+def test_threshold_min_area_and_argmax():
+    probs = probs_with([(0, slice(0, 2), slice(0, 3), 0.9),   # 6 px of class 1
+                        (2, slice(4, 8), slice(0, 12), 0.6)])  # 48 px of class 3
+    masks = postprocess.class_masks(probs, PostProcess(threshold=0.5))
+    assert masks.sum(dim=(2, 3)).tolist() == [[6, 0, 48, 0]]
+    masks = postprocess.class_masks(probs, PostProcess(threshold=0.7))
+    assert masks.sum(dim=(2, 3)).tolist() == [[6, 0, 0, 0]]
+    masks = postprocess.class_masks(probs, PostProcess(threshold=0.5, min_area=[10, 0, 48, 0]))
+    assert masks.sum(dim=(2, 3)).tolist() == [[0, 0, 48, 0]]
+    argmax = postprocess.class_masks(probs, PostProcess(head="softmax"))
+    assert argmax.sum(dim=(2, 3)).tolist() == [[6, 0, 48, 0]]
+
+
+def test_argmax_matches_softmax_argmax_of_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 16, 16) * 3
+    expected = logits.argmax(dim=1)
+    masks = postprocess.default_masks(logits, "softmax")
+    labels = (masks * torch.arange(1, 5).view(1, 4, 1, 1)).sum(dim=1)
+    assert torch.equal(labels, expected)
+    assert masks.sum(dim=1).max() <= 1
+
+
+def test_sigmoid_default_is_half():
+    logits = torch.tensor([-1.0, 0.1, 2.0, -0.1]).view(1, 4, 1, 1).expand(1, 4, 2, 2)
+    masks = postprocess.default_masks(logits, "sigmoid")
+    assert masks[0, :, 0, 0].tolist() == [False, True, True, False]
+
+
+def test_small_components_are_removed():
+    probs = probs_with([(1, slice(0, 1), slice(0, 2), 0.9),     # 2 px component
+                        (1, slice(4, 8), slice(4, 8), 0.9)])    # 16 px component
+    masks = postprocess.class_masks(probs, PostProcess(threshold=0.5, min_component=3))
+    assert masks[0, 1].sum() == 16 and not masks[0, 1, 0].any()
+
+
+def test_json_roundtrip_and_errors(tmp_path):
+    params = PostProcess(head="sigmoid", threshold=[0.4, 0.5, 0.6, 0.7], min_area=[1, 2, 3, 4])
+    params.save(tmp_path / "pp.json")
+    assert PostProcess.load(tmp_path / "pp.json") == params
+    with pytest.raises(FileNotFoundError, match="make cv"):
+        PostProcess.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"nope": 1}')
+    with pytest.raises(ValueError, match="not a post-processing file"):
+        PostProcess.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="4 values"):
+        PostProcess(min_area=[1, 2])
+    with pytest.raises(ValueError, match="head"):
+        PostProcess(head="tanh")
+
+
+def test_forward_padded_crops_back():
+    model = torch.nn.Conv2d(3, 5, 1)
+    images = torch.rand(1, 3, 40, 70)
+    out = postprocess.forward_padded(model, images)
+    assert out.shape == (1, 5, 40, 70)
+    np.testing.assert_allclose(out.detach().numpy(), model(images).detach().numpy(), atol=1e-6)
