@@ -11,9 +11,21 @@ SEED ?= 0
 N_FOLDS ?= 5
 FOLD ?= all
 TRAIN_ARGS ?=
+TTA ?= none
+PREDICT_ARGS ?=
+SUBMISSION ?= submission/submission.csv
+# The CPU demo: a small synthetic set at quarter resolution, trained from scratch.
+DEMO_DIR ?= runs/demo
+DEMO_N_TRAIN ?= 300
+DEMO_N_TEST ?= 60
+DEMO_FOLDS ?= 2
+DEMO_TRAIN_ARGS ?= --encoder-weights none --scale 0.25 --crop none --batch-size 8 --lr 1e-3 \
+	--background-prior 0.97 --warmup-epochs 0.5 --epochs 8 --workers 1
+SEED_EXP_DIR ?= runs/seed-experiment
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint sample-data stats folds train bench bench-model clean
+.PHONY: help install test lint sample-data stats folds train cv predict validate demo \
+	seed-experiment bench bench-model clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -44,6 +56,42 @@ folds: install ## write RUN_DIR/folds.csv (N_FOLDS stratified folds)
 
 train: install ## train FOLD (all, or e.g. 2) into RUN_DIR; extra flags in TRAIN_ARGS
 	$(PY) -m pipeline train --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --fold $(FOLD) $(TRAIN_ARGS)
+
+cv: install ## out-of-fold scores + per-class threshold/min_area tuning -> RUN_DIR/reports
+	$(PY) -m pipeline cv --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(TTA)
+
+predict: install ## every fold's best model -> SUBMISSION (validated against the sample)
+	$(PY) -m pipeline predict --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(TTA) \
+		--out $(SUBMISSION) $(PREDICT_ARGS)
+
+validate: install ## check SUBMISSION against DATA_DIR/sample_submission.csv
+	$(PY) -m pipeline validate $(SUBMISSION) --sample $(DATA_DIR)/sample_submission.csv
+
+demo: install ## the whole chain on synthetic data, on CPU, no account (about 10 minutes)
+	$(PY) -m pipeline synth --out $(DEMO_DIR)/data --n-train $(DEMO_N_TRAIN) \
+		--n-test $(DEMO_N_TEST) --seed $(SEED) --quiet
+	$(PY) -m pipeline folds --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --n-folds $(DEMO_FOLDS)
+	$(PY) -m pipeline train --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) $(DEMO_TRAIN_ARGS)
+	$(PY) -m pipeline cv --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1
+	$(PY) -m pipeline predict --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 \
+		--out $(DEMO_DIR)/submission.csv
+	$(PY) -m pipeline score $(DEMO_DIR)/submission.csv --sample $(DEMO_DIR)/data/sample_submission.csv \
+		--truth $(DEMO_DIR)/data/test_truth.csv
+	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
+
+seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/without min_area
+	$(PY) -m pipeline synth --out $(SEED_EXP_DIR)/data --n-train $(DEMO_N_TRAIN) \
+		--n-test $(DEMO_N_TEST) --seed $(SEED) --quiet
+	$(PY) -m pipeline folds --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/ce \
+		--n-folds $(DEMO_FOLDS)
+	mkdir -p $(SEED_EXP_DIR)/dice && cp $(SEED_EXP_DIR)/ce/folds.csv $(SEED_EXP_DIR)/dice/
+	for loss in ce dice; do \
+		$(PY) -m pipeline train --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/$$loss \
+			$(DEMO_TRAIN_ARGS) --loss $$loss --quiet && \
+		$(PY) -m pipeline cv --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/$$loss \
+			--workers 1 --quiet > /dev/null || exit 1; \
+	done
+	$(PY) -m pipeline compare $(SEED_EXP_DIR)/ce $(SEED_EXP_DIR)/dice
 
 bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
 	$(PY) bench/bench_model_cpu.py

@@ -156,6 +156,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline import cv
+
+    reports = {}
+    for run_dir in args.runs:
+        path = config.resolve_run_dir(run_dir).reports / "cv.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: run `make cv RUN_DIR={run_dir}`")
+        reports[Path(run_dir).name] = json.loads(path.read_text())
+    print(cv.compare_runs(reports))
+    return 0
+
+
 def _fold_ids(value: str, run: config.RunPaths) -> list[int]:
     """``--fold all`` (every fold in folds.csv) or a comma-separated list of fold numbers."""
     from pipeline import folds
@@ -304,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="override the connected-component size limits")
     _add_inference_flags(predict_cmd)
     predict_cmd.set_defaults(func=_cmd_predict)
+
+    compare_cmd = commands.add_parser("compare", help="compare the CV reports of several runs")
+    compare_cmd.add_argument("runs", nargs="+", help="run directories holding reports/cv.json")
+    compare_cmd.set_defaults(func=_cmd_compare)
 
     validate_cmd = commands.add_parser("validate", help="check a submission against its sample")
     validate_cmd.add_argument("submission", help="submission.csv to check")

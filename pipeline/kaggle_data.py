@@ -1,0 +1,193 @@
+"""Files to and from Kaggle: the competition archive in (safe extraction, layout check) and the
+weights dataset out (weights-only checkpoints + post-processing + config)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PureWindowsPath
+
+from tqdm import tqdm
+
+from pipeline import checkpoint, fileio, kaggle_io
+from pipeline.config import DataPaths, RunPaths, code_version
+
+MARKER = ".download-complete"
+WEIGHT_KEYS = ("model", "model_info", "config", "fold", "epoch", "code_version")
+DATASET_RE = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9-]{6,50}")
+
+
+def archive_path(data: DataPaths) -> Path:
+    """Where the archive is downloaded: a hidden sibling of DATA_DIR, so a partial file survives."""
+    return data.root.parent / f".{data.root.name}.download" / f"{kaggle_io.COMPETITION}.zip"
+
+
+def download(data: DataPaths, quiet: bool = False) -> Path:
+    """Download, safely extract and check the competition data into DATA_DIR (once; resumable)."""
+    root, marker = data.root, data.root / MARKER
+    if marker.is_file():
+        print(f"{root} already holds the competition data ({marker}): nothing to do")
+        return root
+    if root.is_file() or (root.is_dir() and any(root.iterdir())):
+        raise FileExistsError(f"{root} exists but has no {MARKER}, so it is not a finished "
+                              "download: move it away or pass another --data-dir")
+    archive = kaggle_io.download_archive(archive_path(data).parent, quiet)
+    staging = root.parent / f".{root.name}.extract"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        n_files = extract_safely(archive, staging, quiet)
+        n_train, n_test = check_layout(DataPaths(staging))
+        info = archive.stat()
+        # The marker goes in before the rename, so layout and marker appear together.
+        fileio.write_json(staging / MARKER, {"archive": archive.name, "bytes": info.st_size,
+                                             "last_modified": int(info.st_mtime),
+                                             "files": n_files})
+    except (ValueError, zipfile.BadZipFile) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+        raise ValueError(f"{error} (deleted {archive}; nothing was written to {root})") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if root.is_dir():
+        root.rmdir()
+    os.rename(staging, root)
+    shutil.rmtree(archive.parent, ignore_errors=True)
+    print(f"wrote {root}: {n_train} training and {n_test} test images, train.csv, "
+          "sample_submission.csv")
+    return root
+
+
+def _check_member(info: zipfile.ZipInfo, base: Path, archive: Path) -> None:
+    name = info.filename
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
+        raise ValueError(f"{archive}: member {name!r} is an absolute path; refusing to extract")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise ValueError(f"{archive}: member {name!r} is a symbolic link; refusing to extract")
+    target = (base / name).resolve()
+    if target != base and base not in target.parents:
+        raise ValueError(f"{archive}: member {name!r} would be written outside {base} "
+                         "(zip-slip); refusing to extract")
+
+
+def extract_safely(archive: Path, target: Path, quiet: bool = False) -> int:
+    """Extract a zip into a new directory after checking every member; returns the file count."""
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        base = target.resolve()
+        for info in members:  # all checked before anything is written
+            _check_member(info, base, archive)
+        target.mkdir(parents=True)
+        for info in tqdm(members, desc="extracting", unit="file", disable=True if quiet else None):
+            zf.extract(info, target)
+    return sum(not info.is_dir() for info in members)
+
+
+def check_layout(data: DataPaths) -> tuple[int, int]:
+    """The (train, test) image counts of a competition layout; ValueError naming what is wrong."""
+    from pipeline.data import list_images, read_image
+
+    missing = [p.name for p in (data.train_csv, data.sample_submission) if not p.is_file()]
+    missing += [f"{p.name}/" for p in (data.train_images, data.test_images) if not p.is_dir()]
+    if missing:
+        raise ValueError(f"the archive lacks {', '.join(missing)}: it is not the Severstal data")
+    counts = []
+    for folder in (data.train_images, data.test_images):
+        image_ids = list_images(folder)
+        if not image_ids:
+            raise ValueError(f"the archive's {folder.name}/ holds no .jpg image")
+        read_image(folder / image_ids[0])  # ValueError unless a readable 256x1600 JPEG
+        counts.append(len(image_ids))
+    return counts[0], counts[1]
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    # An unchanged file keeps its mtime, so the client can resume an interrupted upload of it.
+    if not (path.is_file() and path.read_bytes() == data):
+        fileio.write_bytes(path, data)
+
+
+def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: str,
+                  folder: Path) -> list[str]:
+    """Write weights-only checkpoints, postprocess.json, config.json and dataset metadata."""
+    import torch
+
+    for needed, fix in ((run.config_json, "train first (`make train`)"),
+                        (run.postprocess_json, "run `make cv` first")):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} does not exist: {fix}")
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoint {run.checkpoints}/fold*/best.pt: train first "
+                                "(`make train`) or pass --checkpoints")
+    sources: dict[str, Path] = {}
+    for path in map(Path, checkpoints):
+        state = checkpoint.load(path)
+        if "model" not in state or "model_info" not in state:
+            raise ValueError(f"{path} is not a checkpoint of this pipeline (no model_info)")
+        name = f"fold{state['fold']}.pt" if "fold" in state else f"{path.parent.name}.pt"
+        if name in sources:
+            raise ValueError(f"{path} and {sources[name]} would both be {name}: pass one "
+                             "checkpoint per fold")
+        sources[name] = path
+        buffer = io.BytesIO()  # no optimizer, scheduler or scaler state: weights only
+        torch.save({k: state[k] for k in WEIGHT_KEYS if k in state}, buffer)
+        _write_if_changed(folder / name, buffer.getvalue())
+    for source in (run.postprocess_json, run.config_json):
+        _write_if_changed(folder / source.name, source.read_bytes())
+    metadata = {"title": title, "id": dataset, "licenses": [{"name": "CC0-1.0"}]}
+    _write_if_changed(folder / "dataset-metadata.json",
+                      (json.dumps(metadata, indent=2) + "\n").encode())
+    keep = {*sources, run.postprocess_json.name, run.config_json.name, "dataset-metadata.json"}
+    for stale in folder.iterdir():
+        if stale.name not in keep:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    return sorted(keep - {"dataset-metadata.json"})
+
+
+def _dataset_status(api, dataset: str) -> str | None:
+    import requests
+
+    try:
+        return api.dataset_status(dataset)
+    except requests.HTTPError as error:
+        if error.response is not None and error.response.status_code == 404:
+            return None  # the slug is free
+        raise
+
+
+def upload_weights(run: RunPaths, checkpoints: list[Path] | None, dataset: str,
+                   title: str | None = None, message: str | None = None, public: bool = False,
+                   quiet: bool = False) -> str:
+    """Stage the run's weights and create the Kaggle dataset, or add a version; returns its URL."""
+    if not DATASET_RE.fullmatch(dataset or ""):
+        raise ValueError(f"--dataset {dataset!r} is not 'owner/slug' with a slug of 6-50 "
+                         "letters, digits or dashes (e.g. alice/severstal-weights)")
+    if checkpoints is None:
+        checkpoints = sorted(run.checkpoints.glob("fold*/best.pt"))
+    slug = dataset.split("/")[1]
+    folder = run.root / "kaggle-dataset"
+    names = stage_weights(run, checkpoints, dataset, title or slug.replace("-", " ").title(),
+                          folder)
+    notes = message or f"code {code_version()}: {', '.join(names)}"
+    api, quiet_api = kaggle_io.client(), kaggle_io.quiet_client(quiet)
+    if kaggle_io.call(f"looking up dataset {dataset}", _dataset_status, api, dataset) is None:
+        response = kaggle_io.call(f"creating dataset {dataset}", api.dataset_create_new,
+                                  str(folder), public=public, quiet=quiet_api, dir_mode="skip",
+                                  retry_on=kaggle_io.RETRY_UNPROCESSED)
+        verb = "created"
+    else:
+        response = kaggle_io.call(f"adding a version to dataset {dataset}",
+                                  api.dataset_create_version, str(folder), notes,
+                                  quiet=quiet_api, dir_mode="skip",
+                                  retry_on=kaggle_io.RETRY_UNPROCESSED)
+        verb = "added a version to"
+    if response.error:
+        raise kaggle_io.KaggleError(f"Kaggle refused dataset {dataset}: {response.error}")
+    url = response.url or f"https://www.kaggle.com/datasets/{dataset}"
+    print(f"{verb} {dataset} with {', '.join(names)}: {url}")
+    return url

@@ -1,0 +1,58 @@
+"""What the packed kernel runs on Kaggle: find the inputs, predict, write submission.csv.
+
+Inputs are found under ``$KAGGLE_INPUT_ROOT`` (default ``/kaggle/input``): the competition data
+is the directory holding ``sample_submission.csv`` (the mount path has changed over the years),
+the weights dataset the one holding ``postprocess.json`` and ``*.pt`` files. The submission goes
+to ``$KAGGLE_WORKING_ROOT/submission.csv`` (default ``/kaggle/working``). The predict code path
+and post-processing are the same as ``python -m pipeline predict``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+INPUT_ROOT_ENV, WORKING_ROOT_ENV = "KAGGLE_INPUT_ROOT", "KAGGLE_WORKING_ROOT"
+
+
+def find_dir(root: Path, marker: str, max_depth: int = 4) -> Path:
+    """The shallowest directory under root holding ``marker`` (a file name or glob)."""
+    for depth in range(max_depth + 1):
+        found = sorted(p.parent for p in root.glob("/".join(["*"] * depth + [marker])))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"no directory under {root} holds {marker}: attach the "
+                            "competition data and the weights dataset to the kernel")
+
+
+def main() -> int:
+    """Predict the competition's test set with the attached weights; 0 on success."""
+    import torch
+
+    from pipeline import distributed, postprocess, predict, submission
+
+    start = time.perf_counter()
+    input_root = Path(os.environ.get(INPUT_ROOT_ENV, "/kaggle/input"))
+    working = Path(os.environ.get(WORKING_ROOT_ENV, "/kaggle/working"))
+    data_dir = find_dir(input_root, "sample_submission.csv")
+    weights_dir = find_dir(input_root, "postprocess.json")
+    checkpoints = sorted(weights_dir.glob("*.pt"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"data {data_dir}, weights {weights_dir} ({len(checkpoints)} checkpoints), {device}")
+    sample = submission.read_sample(data_dir / "sample_submission.csv")
+    predict.check_test_images(data_dir / "test_images", sample.image_ids, sample.path)
+    context = distributed.setup(device)
+    models, cfg = predict.load_models(checkpoints, context.device)
+    params = postprocess.PostProcess.load(weights_dir / "postprocess.json")
+    print(f"start-up {time.perf_counter() - start:.1f} s; predicting {len(sample.image_ids)} "
+          "images")
+    rles = predict.predict_rles(models, cfg, data_dir / "test_images", sample.image_ids, params,
+                                context, batch_size=8, workers=2,
+                                quiet=not sys.stderr.isatty())
+    out = working / "submission.csv"
+    submission.write(submission.build(sample, rles), out)
+    table = submission.validate(out, sample)
+    print(f"wrote {out}: {len(table)} rows in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,236 @@
+"""A local stand-in for the Kaggle API, spoken to by the real ``kaggle`` client.
+
+The client runs with ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` (endpoint ``http://localhost``) and
+``HTTP_PROXY`` pointing here, so every request arrives with an absolute URI. Only the remote
+service is replaced: ``POST /api/v1/<service>/<Method>`` with camelCase JSON, the 302 to a signed
+archive URL (with Range / If-Range / ETag), and the PUT of uploaded bytes. Every request is
+recorded (method, path, headers, JSON body, raw bytes) for the tests to inspect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+USERNAME = "tester"
+KEY = "fake-kaggle-key-5d41402abc4b2a76"  # must never appear in any output or file
+COMPETITION = "severstal-steel-defect-detection"
+BLOB_PATH = f"/storage/kaggle-competitions-data/{COMPETITION}.zip"
+LAST_MODIFIED = "Mon, 01 Jul 2019 12:00:00 GMT"
+ETAG = '"archive-v1"'
+
+
+@dataclass
+class Request:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    name: str
+    headers: dict
+    body: Any
+    data: bytes
+
+
+class FakeKaggle:
+    """Scripted state of the fake service; tests set fields and read ``requests``."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.lock = threading.Lock()
+        self.archive = b""
+        self.rules_accepted = True
+        self.failures: dict[str, list[int]] = {}
+        self.cut_first_download: int | None = None  # bytes sent before the connection stalls
+        self.release = threading.Event()  # set to let a stalled download drop its connection
+        self.submission_statuses = ["COMPLETE"]
+        self.public_score = "0.8556"
+        self.kernel_status = "RUNNING"
+        self.datasets: set[str] = set()
+        self.uploads: dict[str, bytes] = {}
+        self.blob_names: dict[str, str] = {}
+
+    def fail(self, name: str, *statuses: int) -> None:
+        """Answer the next calls of ``name`` with these HTTP statuses, in order."""
+        self.failures.setdefault(name, []).extend(statuses)
+
+    def named(self, name: str) -> list[Request]:
+        """The recorded requests of one API method (or 'GET'/'PUT' of a blob)."""
+        return [r for r in self.requests if r.name == name]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Dispatches ``POST /api/v1/<service>/<Method>`` to ``api_<Method>``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    @property
+    def fake(self) -> FakeKaggle:
+        return self.server.fake
+
+    def _read(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while (size := int(self.rfile.readline().strip() or b"0", 16)):
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+            return data
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _record(self, name: str, body: Any, data: bytes) -> None:
+        with self.fake.lock:
+            self.fake.requests.append(Request(self.command, urlparse(self.path).path, name,
+                                              dict(self.headers), body, data))
+
+    def _send(self, status: int, data: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(data)), **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, status: int, obj: dict) -> None:
+        self._send(status, json.dumps(obj).encode(), {"Content-Type": "application/json"})
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"code": status, "message": message})
+
+    def do_POST(self) -> None:
+        data = self._read()
+        name = urlparse(self.path).path.rsplit("/", 1)[-1]
+        body = json.loads(data or b"{}")
+        self._record(name, body, data)
+        basic = base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {basic}":
+            return self._error(401, "Unauthenticated")
+        with self.fake.lock:
+            queued = self.fake.failures.get(name)
+            status = queued.pop(0) if queued else None
+        if status:
+            return self._error(status, f"injected HTTP {status}")
+        handler = getattr(self, f"api_{name}", None)
+        if handler is None:
+            return self._error(400, f"the fake server does not know {name}")
+        handler(body)
+
+    def do_GET(self) -> None:
+        self._record("GET", None, b"")
+        if urlparse(self.path).path != BLOB_PATH:
+            return self._send(404)
+        blob, start = self.fake.archive, 0
+        headers = {"Content-Type": "application/zip", "Accept-Ranges": "bytes", "ETag": ETAG,
+                   "Last-Modified": LAST_MODIFIED}
+        wanted = self.headers.get("Range", "")
+        if wanted.startswith("bytes=") and self.headers.get("If-Range", ETAG) == ETAG:
+            start = int(wanted[len("bytes="):].split("-")[0])
+            headers["Content-Range"] = f"bytes {start}-{len(blob) - 1}/{len(blob)}"
+        with self.fake.lock:
+            cut, self.fake.cut_first_download = self.fake.cut_first_download, None
+        self.send_response(206 if start else 200)
+        for key, value in {"Content-Length": str(len(blob) - start), **headers}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if cut is None:
+            self.wfile.write(blob[start:])
+            return
+        self.wfile.write(blob[start:start + cut])  # then stall, as a dying network does
+        self.wfile.flush()
+        self.fake.release.wait(30)
+        self.close_connection = True
+
+    def do_PUT(self) -> None:
+        data = self._read()
+        self._record("PUT", None, data)
+        self.fake.uploads[urlparse(self.path).path.rsplit("/", 1)[-1]] = data
+        self._send(200)
+
+    def api_DownloadDataFiles(self, body: dict) -> None:
+        if body.get("competitionName") != COMPETITION:
+            return self._error(404, "Competition not found")
+        if not self.fake.rules_accepted:
+            return self._error(403, "You must accept this competition's rules first")
+        self._send(302, headers={"Location": f"http://localhost{BLOB_PATH}?Signature=abc"})
+
+    def api_StartSubmissionUpload(self, body: dict) -> None:
+        self._json(200, {"token": "submission-token",
+                         "createUrl": "http://localhost/upload/submission-token"})
+
+    def api_CreateSubmission(self, body: dict) -> None:
+        self._json(200, {"message": "Successfully submitted", "ref": 4242})
+
+    def api_CreateCodeSubmission(self, body: dict) -> None:
+        self._json(200, {"message": "Successfully submitted", "ref": 4343})
+
+    def api_GetSubmission(self, body: dict) -> None:
+        with self.fake.lock:
+            statuses = self.fake.submission_statuses
+            status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        answer = {"ref": body.get("ref"), "status": status}
+        if status == "COMPLETE":
+            answer["publicScore"] = self.fake.public_score
+        self._json(200, answer)
+
+    def api_StartBlobUpload(self, body: dict) -> None:
+        with self.fake.lock:
+            token = f"blob-{len(self.fake.blob_names)}"
+            self.fake.blob_names[token] = body["name"]
+        self._json(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+    def api_GetDatasetStatus(self, body: dict) -> None:
+        if f"{body.get('ownerSlug')}/{body.get('datasetSlug')}" not in self.fake.datasets:
+            return self._error(404, "Dataset not found")
+        self._json(200, {"status": "READY"})
+
+    def api_CreateDataset(self, body: dict) -> None:
+        ref = f"{body['ownerSlug']}/{body['slug']}"
+        self.fake.datasets.add(ref)
+        self._json(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}",
+                         "status": "Ok"})
+
+    def api_CreateDatasetVersion(self, body: dict) -> None:
+        ref = f"{body['ownerSlug']}/{body['datasetSlug']}"
+        self._json(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}",
+                         "status": "Ok"})
+
+    def api_SaveKernel(self, body: dict) -> None:
+        self._json(200, {"ref": f"/code/{body['slug']}", "versionNumber": 3,
+                         "url": f"https://www.kaggle.com/code/{body['slug']}"})
+
+    def api_GetKernelSessionStatus(self, body: dict) -> None:
+        self._json(200, {"status": self.fake.kernel_status})
+
+
+@pytest.fixture
+def fake_kaggle(monkeypatch: pytest.MonkeyPatch, tmp_path) -> FakeKaggle:
+    """A running fake service; the client is pointed at it, credentials and HOME are fakes."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.fake = FakeKaggle()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proxy = f"http://127.0.0.1:{server.server_port}"
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    for name, value in {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": proxy,
+                        "http_proxy": proxy, "NO_PROXY": "", "no_proxy": "", "HOME": str(home),
+                        "KAGGLE_CONFIG_DIR": str(home / ".kaggle"), "KAGGLE_USERNAME": USERNAME,
+                        "KAGGLE_KEY": KEY, "SEVERSTAL_KAGGLE_RETRY_DELAY": "0.01"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("KAGGLE_API_TOKEN", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "VERBOSE", "VERBOSE_OUTPUT", "KAGGLE_KERNEL_RUN_TYPE", "XDG_CONFIG_HOME",
+                 "SEVERSTAL_KAGGLE_TRIES", "SEVERSTAL_DATA_DIR", "SEVERSTAL_RUN_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    yield server.fake
+    server.fake.release.set()
+    server.shutdown()
+    server.server_close()
