@@ -22,10 +22,17 @@ DEMO_FOLDS ?= 2
 DEMO_TRAIN_ARGS ?= --encoder-weights none --scale 0.25 --crop none --batch-size 8 --lr 1e-3 \
 	--background-prior 0.97 --warmup-epochs 0.5 --epochs 8 --workers 1
 SEED_EXP_DIR ?= runs/seed-experiment
+# Kaggle: the weights dataset and the kernel, both owner/slug.
+KAGGLE_DATASET ?=
+KERNEL ?=
+KERNEL_DIR ?= kernels/$(notdir $(KERNEL))
+KERNEL_VERSION ?=
+SUBMIT_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint sample-data stats folds train cv predict validate demo \
-	seed-experiment bench bench-model clean
+	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
+	bench-model bench-predict clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -92,6 +99,35 @@ seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/
 			--workers 1 --quiet > /dev/null || exit 1; \
 	done
 	$(PY) -m pipeline compare $(SEED_EXP_DIR)/ce $(SEED_EXP_DIR)/dice
+
+download: install ## download + check the competition data into DATA_DIR (once; resumable)
+	$(PY) -m pipeline download --data-dir $(DATA_DIR)
+
+submit: install ## submit SUBMISSION (or KERNEL's KERNEL_VERSION) and wait for the public score
+	$(PY) -m pipeline submit --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --wait \
+		$(if $(KERNEL_VERSION),--kernel $(KERNEL) --kernel-version $(KERNEL_VERSION),--file $(SUBMISSION)) \
+		$(SUBMIT_ARGS)
+
+upload-weights: install ## RUN_DIR's best.pt per fold + postprocess.json -> dataset KAGGLE_DATASET
+	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
+	$(PY) -m pipeline upload-weights --dataset $(KAGGLE_DATASET) --run-dir $(RUN_DIR)
+
+kernel: install ## build KERNEL_DIR: one offline script + kernel-metadata.json (KERNEL, KAGGLE_DATASET)
+	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
+	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
+	$(PY) -m pipeline kernel --kernel $(KERNEL) --weights-dataset $(KAGGLE_DATASET) \
+		--out-dir $(dir $(KERNEL_DIR))
+
+push-kernel: install ## push KERNEL_DIR (from `make kernel`) to Kaggle with the internet off
+	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
+	$(PY) -m pipeline push-kernel --kernel-dir $(KERNEL_DIR)
+
+kernel-status: install ## the latest run status of KERNEL
+	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
+	$(PY) -m pipeline kernel-status --kernel $(KERNEL)
+
+bench-predict: install ## CPU predict throughput vs model-only forward; peak RSS of predict and cv
+	$(PY) bench/bench_predict.py
 
 bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
 	$(PY) bench/bench_model_cpu.py

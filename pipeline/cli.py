@@ -10,7 +10,7 @@ import types
 import typing
 from pathlib import Path
 
-from pipeline import config
+from pipeline import config, kaggle_commands
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +169,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kernel(args: argparse.Namespace) -> int:
+    from pipeline import pack
+
+    out_dir = Path(args.out_dir) / args.kernel.split("/")[-1]
+    script = pack.build(out_dir, args.kernel, args.title, args.weights_dataset,
+                        config.code_version())
+    print(f"wrote {script} ({script.stat().st_size / 1024:.0f} KiB) and "
+          f"{out_dir / 'kernel-metadata.json'}")
+    return 0
+
+
 def _fold_ids(value: str, run: config.RunPaths) -> list[int]:
     """``--fold all`` (every fold in folds.csv) or a comma-separated list of fold numbers."""
     from pipeline import folds
@@ -322,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("runs", nargs="+", help="run directories holding reports/cv.json")
     compare_cmd.set_defaults(func=_cmd_compare)
 
+    kernel_cmd = commands.add_parser("kernel", help="build the offline Kaggle kernel")
+    kernel_cmd.add_argument("--kernel", required=True, help="owner/slug of the kernel")
+    kernel_cmd.add_argument("--weights-dataset", required=True,
+                            help="owner/slug of the Kaggle dataset holding the weights")
+    kernel_cmd.add_argument("--title", default="Severstal FCN32-VGG11", help="kernel title")
+    kernel_cmd.add_argument("--out-dir", default="kernels", help="parent of the kernel folder")
+    kernel_cmd.set_defaults(func=_cmd_kernel)
+
     validate_cmd = commands.add_parser("validate", help="check a submission against its sample")
     validate_cmd.add_argument("submission", help="submission.csv to check")
     validate_cmd.add_argument("--sample", required=True, help="the sample_submission.csv")
@@ -333,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     score_cmd.add_argument("--truth", required=True,
                            help="labels in train.csv format (test_truth.csv of synthetic data)")
     score_cmd.set_defaults(func=_cmd_score)
+
+    kaggle_commands.register(commands)
     return parser
 
 

@@ -127,7 +127,7 @@ class TrainConfig:
     epochs: int = 20
     warmup_epochs: float = 1.0
     batch_size: int = 8
-    crop: tuple[int, int] | None = (256, 400)
+    crop: tuple[int, int] | None = (256, 384)
     scale: float = 1.0
     workers: int = 4
     amp: str = "auto"

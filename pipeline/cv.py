@@ -44,12 +44,12 @@ class OOFAccumulator:
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
         for k, threshold in enumerate(self.thresholds):
+            pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
             for c in range(N_CLASSES):
-                pred = postprocess.pixel_masks(probs, self.head, threshold, c)
-                pred = postprocess.remove_small_components(pred, self.min_component[c])
-                counts[:, k, c, 0] = (pred & truth[:, c]).sum(dim=(1, 2)).cpu()
-                counts[:, k, c, 1] = pred.sum(dim=(1, 2)).cpu()
-                counts[:, k, c, 2] = true_area[:, c].cpu()
+                pred[:, c] = postprocess.remove_small_components(pred[:, c], self.min_component[c])
+            counts[:, k, :, 0] = (pred & truth).sum(dim=(2, 3)).cpu()
+            counts[:, k, :, 1] = pred.sum(dim=(2, 3)).cpu()
+            counts[:, k, :, 2] = true_area.cpu()
         self.image_ids.extend(image_ids)
         self._counts.append(counts.numpy())
 

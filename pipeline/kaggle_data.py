@@ -23,8 +23,8 @@ DATASET_RE = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9-]{6,50}")
 
 
 def archive_path(data: DataPaths) -> Path:
-    """Where the archive is downloaded: a hidden sibling of DATA_DIR, so a partial file survives."""
-    return data.root.parent / f".{data.root.name}.download" / f"{kaggle_io.COMPETITION}.zip"
+    """Where the archive is downloaded: a hidden sibling of DATA_DIR (``*.tmp``: git-ignored)."""
+    return data.root.parent / f".{data.root.name}.download.tmp" / f"{kaggle_io.COMPETITION}.zip"
 
 
 def download(data: DataPaths, quiet: bool = False) -> Path:
@@ -36,8 +36,12 @@ def download(data: DataPaths, quiet: bool = False) -> Path:
     if root.is_file() or (root.is_dir() and any(root.iterdir())):
         raise FileExistsError(f"{root} exists but has no {MARKER}, so it is not a finished "
                               "download: move it away or pass another --data-dir")
-    archive = kaggle_io.download_archive(archive_path(data).parent, quiet)
-    staging = root.parent / f".{root.name}.extract"
+    try:
+        archive = kaggle_io.download_archive(archive_path(data).parent, quiet)
+    except KeyboardInterrupt:
+        raise RuntimeError(f"interrupted; the partial download {archive_path(data)} is kept: "
+                           "run the same command again to resume") from None
+    staging = root.parent / f".{root.name}.extract.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         n_files = extract_safely(archive, staging, quiet)
@@ -49,7 +53,7 @@ def download(data: DataPaths, quiet: bool = False) -> Path:
                                              "files": n_files})
     except (ValueError, zipfile.BadZipFile) as error:
         shutil.rmtree(staging, ignore_errors=True)
-        archive.unlink(missing_ok=True)
+        shutil.rmtree(archive.parent, ignore_errors=True)
         raise ValueError(f"{error} (deleted {archive}; nothing was written to {root})") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -45,31 +45,31 @@ def config_dir() -> Path:
     return legacy
 
 
-def _warn_if_shared(path: Path) -> None:
-    if os.name != "nt" and path.stat().st_mode & 0o077:
+def _warn_if_shared(path: Path, warn: bool) -> None:
+    if warn and os.name != "nt" and path.stat().st_mode & 0o077:
         print(f"warning: {path} is readable by other users: run `chmod 600 {path}`",
               file=sys.stderr)
 
 
-def check_credentials() -> str:
+def check_credentials(warn: bool = True) -> str:
     """Where the client will find credentials (never their value); RuntimeError if nowhere."""
     if os.environ.get("KAGGLE_API_TOKEN"):
         return "$KAGGLE_API_TOKEN"
     for name in ("access_token", "access_token.txt", "credentials.json"):
         path = Path.home() / ".kaggle" / name
         if path.is_file() and path.stat().st_size:
-            _warn_if_shared(path)
+            _warn_if_shared(path, warn)
             return str(path)
     user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
     if user and key:
         return "$KAGGLE_USERNAME/$KAGGLE_KEY"
     path = config_dir() / "kaggle.json"
-    fix = (f"create an API token at {TOKEN_URL} (API > Create New Token), save kaggle.json as "
-           f"{path} (or in $KAGGLE_CONFIG_DIR) and run `chmod 600 {path}`; or set "
+    fix = (f"create an API token at {TOKEN_URL} (API > Create New Token), save kaggle.json in "
+           f"~/.kaggle/ or $KAGGLE_CONFIG_DIR (looked for {path}) and `chmod 600` it; or set "
            "KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN")
     if not path.is_file():
         raise RuntimeError(f"no Kaggle credentials found: {fix}")
-    _warn_if_shared(path)
+    _warn_if_shared(path, warn)
     try:
         values = json.loads(path.read_text() or "{}")
     except ValueError:
@@ -101,31 +101,30 @@ def client() -> Any:
     return api
 
 
-def _server_message(error: Exception) -> str:
+def _explain(error: Exception, status: int | None, what: str, rules: bool,
+             missing: str | None, tries: int) -> str:
     try:
         message = error.response.json().get("message")
     except (AttributeError, ValueError):
         message = None
-    return f" ({message})" if message else ""
-
-
-def _explain(error: Exception, status: int | None, what: str, rules: bool,
-             missing: str | None, tries: int) -> str:
-    detail = _server_message(error)
+    code = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    # A 403/404 of a signed file URL (expired, moved) says nothing about rules or competition.
+    url = str(getattr(error.response, "url", ""))
+    rules, missing = rules and "CompetitionApiService/" in url, missing if "/v1/" in url else None
     if status == 401:
-        return (f"Kaggle rejected the credentials in {check_credentials()} while {what} (HTTP "
-                f"401): wrong, expired or revoked; create a new token at {TOKEN_URL}")
+        return (f"Kaggle rejected the credentials in {check_credentials(False)} while {what} "
+                f"({code}): wrong, expired or revoked; create a new token at {TOKEN_URL}")
     if status == 403 and rules:
-        return (f"Kaggle refused {what} (HTTP 403){detail}: this account has not accepted the "
+        return (f"Kaggle refused {what} ({code}): this account has not accepted the "
                 f"competition rules; accept them at {RULES_URL}, then run again")
     if status == 403:
-        return f"Kaggle refused {what} (HTTP 403){detail}: this account may not do that"
+        return (f"Kaggle refused {what} ({code}): this account may not access it (private, or "
+                "another owner's)")
     if status == 404:
-        return missing or f"not found while {what} (HTTP 404){detail}"
+        return missing or f"not found while {what} ({code})"
     if status is not None and (status == 429 or status >= 500):
-        return (f"Kaggle kept failing while {what} (HTTP {status}, {tries} tries){detail}: "
-                "try again later")
-    return f"Kaggle answered HTTP {status} while {what}{detail}"
+        return f"Kaggle kept failing while {what} ({code}; {tries} tries): try again later"
+    return f"Kaggle failed while {what} ({code})"
 
 
 def _retry_after(response: Any) -> float | None:
@@ -151,7 +150,7 @@ def call(what: str, fn: Callable[..., Any], *args: Any, rules: bool = False,
                 raise KaggleError(_explain(error, status, what, rules, missing, attempt)) from None
             wait = _retry_after(error.response) or delay * 2 ** (attempt - 1)
             print(f"warning: HTTP {status} while {what}; retry {attempt}/{tries - 1} in "
-                  f"{wait:.1f} s", file=sys.stderr)
+                  f"{wait:.3g} s", file=sys.stderr)
             time.sleep(wait)
         except (requests.ConnectionError, requests.Timeout) as error:
             reason = re.search(r"\[Errno -?\d+\][^'\")]*", str(error))

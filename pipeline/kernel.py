@@ -31,6 +31,7 @@ def main() -> int:
     """Predict the competition's test set with the attached weights; 0 on success."""
     import torch
 
+    import pipeline
     from pipeline import distributed, postprocess, predict, submission
 
     start = time.perf_counter()
@@ -40,6 +41,7 @@ def main() -> int:
     weights_dir = find_dir(input_root, "postprocess.json")
     checkpoints = sorted(weights_dir.glob("*.pt"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"pipeline {pipeline.__version__} from {Path(pipeline.__file__).parent}")
     print(f"data {data_dir}, weights {weights_dir} ({len(checkpoints)} checkpoints), {device}")
     sample = submission.read_sample(data_dir / "sample_submission.csv")
     predict.check_test_images(data_dir / "test_images", sample.image_ids, sample.path)

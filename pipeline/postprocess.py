@@ -96,16 +96,24 @@ def forward_padded(model: torch.nn.Module, images: torch.Tensor, stride: int = 3
     return model(images)[..., :height, :width]
 
 
-def pixel_masks(probs: torch.Tensor, head: str, threshold: float | None,
-                class_index: int) -> torch.Tensor:
-    """``(N, H, W)`` bool pixel mask of one class: its threshold, or argmax / 0.5 if None."""
-    p = probs[:, class_index]
-    if threshold is not None:
-        return p > threshold
-    if head == "sigmoid":
-        return p > 0.5
-    background = 1.0 - probs.sum(dim=1)
-    return (p >= probs.max(dim=1).values) & (p > background)
+def argmax_labels(probs: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` int64 argmax over background + 4 classes (background = 1 - sum of classes)."""
+    best, index = probs.max(dim=1)
+    return torch.where(best > 1.0 - probs.sum(dim=1), index + 1, 0)
+
+
+def pixel_masks(probs: torch.Tensor, head: str,
+                thresholds: tuple[float | None, ...]) -> torch.Tensor:
+    """``(N, 4, H, W)`` bool pixel masks: ``p > threshold``, or argmax / 0.5 where it is None."""
+    masks = torch.empty(probs.shape, dtype=torch.bool, device=probs.device)
+    labels = None
+    for c, threshold in enumerate(thresholds):
+        if threshold is None and head == "softmax":
+            labels = argmax_labels(probs) if labels is None else labels
+            torch.eq(labels, c + 1, out=masks[:, c])
+        else:
+            torch.gt(probs[:, c], 0.5 if threshold is None else threshold, out=masks[:, c])
+    return masks
 
 
 def remove_small_components(masks: torch.Tensor, min_size: int) -> torch.Tensor:
@@ -126,13 +134,11 @@ def remove_small_components(masks: torch.Tensor, min_size: int) -> torch.Tensor:
 
 def class_masks(probs: torch.Tensor, params: PostProcess) -> torch.Tensor:
     """``(N, 4, H, W)`` bool masks of ``(N, 4, H, W)`` probabilities under ``params``."""
-    out = []
+    masks = pixel_masks(probs, params.head, params.threshold)
     for c in range(N_CLASSES):
-        mask = pixel_masks(probs, params.head, params.threshold[c], c)
-        mask = remove_small_components(mask, params.min_component[c])
-        keep = mask.sum(dim=(1, 2)) >= max(params.min_area[c], 1)
-        out.append(mask & keep[:, None, None])
-    return torch.stack(out, dim=1)
+        masks[:, c] = remove_small_components(masks[:, c], params.min_component[c])
+    keep = masks.sum(dim=(2, 3)) >= torch.tensor(params.min_area, device=masks.device).clamp(min=1)
+    return masks & keep[:, :, None, None]
 
 
 def default_masks(logits: torch.Tensor, head: str) -> torch.Tensor:

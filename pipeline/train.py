@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
@@ -129,9 +130,11 @@ def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Cont
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, context.device):
-            logits = postprocess.upsample(postprocess.forward_padded(model, images),
-                                          (HEIGHT, WIDTH))
-        total_loss += loss_fn(logits.float(), masks).item() * len(images)
+            logits = postprocess.forward_padded(model, images)
+        # The loss at the model's resolution, as in training; the score on the 256x1600 grid.
+        small = F.interpolate(masks.float(), size=logits.shape[-2:], mode="nearest")
+        total_loss += loss_fn(logits.float(), small).item() * len(images)
+        logits = postprocess.upsample(logits, (HEIGHT, WIDTH))
         n_images += len(images)
         pred = postprocess.default_masks(logits, cfg.head)
         counts.append(torch.stack(postprocess.pair_counts(pred, masks)).cpu().numpy())

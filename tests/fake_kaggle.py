@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +52,7 @@ class FakeKaggle:
         self.failures: dict[str, list[int]] = {}
         self.cut_first_download: int | None = None  # bytes sent before the connection stalls
         self.release = threading.Event()  # set to let a stalled download drop its connection
+        self.blob_status: int | None = None  # e.g. 403: the signed archive URL has expired
         self.submission_statuses = ["COMPLETE"]
         self.public_score = "0.8556"
         self.kernel_status = "RUNNING"
@@ -128,6 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         self._record("GET", None, b"")
         if urlparse(self.path).path != BLOB_PATH:
             return self._send(404)
+        if self.fake.blob_status:
+            return self._send(self.fake.blob_status, b"<Error>ExpiredToken</Error>",
+                              {"Content-Type": "application/xml"})
         blob, start = self.fake.archive, 0
         headers = {"Content-Type": "application/zip", "Accept-Ranges": "bytes", "ETag": ETAG,
                    "Last-Modified": LAST_MODIFIED}
@@ -211,12 +217,20 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"status": self.fake.kernel_status})
 
 
-@pytest.fixture
-def fake_kaggle(monkeypatch: pytest.MonkeyPatch, tmp_path) -> FakeKaggle:
+class Server(ThreadingHTTPServer):
+    """Quiet about clients that hang up mid-response (a resumed or interrupted download)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+@pytest.fixture(name="fake_kaggle")
+def fake_kaggle_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[FakeKaggle]:
     """A running fake service; the client is pointed at it, credentials and HOME are fakes."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", 0), Handler)
     server.fake = FakeKaggle()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     proxy = f"http://127.0.0.1:{server.server_port}"
     home = tmp_path / "home"

@@ -1,0 +1,81 @@
+"""The packed kernel: deterministic build, and a clean-environment run equal to `predict`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli, kaggle_data, pack
+from pipeline.config import RunPaths
+from pipeline.postprocess import PostProcess
+
+TINY = ["--encoder-weights", "none", "--scale", "0.25", "--crop", "none", "--batch-size", "4",
+        "--workers", "0", "--quiet"]
+
+
+def run_cli(*argv) -> int:
+    return cli.main([str(a) for a in argv])
+
+
+def test_build_is_deterministic_and_offline(tmp_path):
+    first = pack.build(tmp_path / "a", "me/severstal-kernel", "Severstal kernel", "me/weights",
+                       "1.0")
+    second = pack.build(tmp_path / "b", "me/severstal-kernel", "Severstal kernel", "me/weights",
+                        "1.0")
+    assert first.read_bytes() == second.read_bytes()
+    metadata = json.loads((tmp_path / "a" / "kernel-metadata.json").read_text())
+    assert metadata["enable_internet"] is False and metadata["enable_gpu"] is True
+    assert metadata["language"] == "python" and metadata["kernel_type"] == "script"
+    assert metadata["competition_sources"] == ["severstal-steel-defect-detection"]
+    assert metadata["dataset_sources"] == ["me/weights"]
+    assert metadata["code_file"] == first.name
+    imports = [line for line in first.read_text().splitlines() if line.startswith("import ")]
+    assert imports == ["import base64", "import os", "import sys", "import tempfile"]
+
+
+@pytest.mark.parametrize("kernel,dataset,title,message", [
+    ("severstal", "me/w", "A title", "owner/slug"),
+    ("me/k", "weights", "A title", "owner/slug"),
+    ("me/k", "me/w", "abc", "at least 5"),
+])
+def test_bad_metadata_arguments(tmp_path, kernel, dataset, title, message):
+    with pytest.raises(ValueError, match=message):
+        pack.build(tmp_path, kernel, title, dataset, "1.0")
+
+
+def test_kernel_in_clean_environment_matches_predict(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert run_cli("synth", "--out", data, "--n-train", 8, "--n-test", 4, "--seed", 5,
+                   "--workers", 1, "--quiet") == 0
+    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
+    assert run_cli("train", "--data-dir", data, "--run-dir", run, "--epochs", 1,
+                   "--max-steps", 1, *TINY) == 0
+    PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
+                   "--workers", 2, "--quiet") == 0
+    # The attached inputs: competition data at a recent mount path, the weights dataset.
+    inputs = tmp_path / "input"
+    competition = inputs / "competitions" / "severstal-steel-defect-detection"
+    competition.mkdir(parents=True)
+    shutil.copy(data / "sample_submission.csv", competition)
+    shutil.copytree(data / "test_images", competition / "test_images")
+    weights = inputs / "severstal-weights"   # what `make upload-weights` puts in the dataset
+    kaggle_data.stage_weights(RunPaths(run), sorted(run.glob("checkpoints/fold*/best.pt")),
+                              "me/w", "Severstal weights", weights)
+    assert sorted(p.name for p in weights.glob("*.pt")) == ["fold0.pt", "fold1.pt"]
+    script = pack.build(tmp_path / "kernels" / "k", "me/k", "Severstal kernel", "me/w", "test")
+    working, elsewhere = tmp_path / "working", tmp_path / "elsewhere"
+    working.mkdir()
+    elsewhere.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KAGGLE_INPUT_ROOT": str(inputs),
+           "KAGGLE_WORKING_ROOT": str(working), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, str(script)], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ".zip" in result.stdout.split("pipeline ")[1].splitlines()[0]
+    assert str(Path(__file__).resolve().parent.parent) not in result.stdout
+    assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
