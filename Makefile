@@ -82,8 +82,11 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 10
 	$(PY) -m pipeline cv --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1
 	$(PY) -m pipeline predict --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 \
 		--out $(DEMO_DIR)/submission.csv
-	$(PY) -m pipeline score $(DEMO_DIR)/submission.csv --sample $(DEMO_DIR)/data/sample_submission.csv \
-		--truth $(DEMO_DIR)/data/test_truth.csv
+	@echo "== out-of-fold CV (default vs tuned post-processing) =="
+	@$(PY) -m pipeline compare $(DEMO_DIR)
+	@echo "== the submission scored against the synthetic test truth =="
+	@$(PY) -m pipeline score $(DEMO_DIR)/submission.csv \
+		--sample $(DEMO_DIR)/data/sample_submission.csv --truth $(DEMO_DIR)/data/test_truth.csv
 	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
 
 seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/without min_area

@@ -152,7 +152,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     table = submission.validate(Path(args.submission), sample)
     scores = submission.score(submission.to_predictions(table, sample),
                               data.read_labels(Path(args.truth)))
-    print(json.dumps(scores.as_dict(), indent=2))
+    print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.table())
     return 0
 
 
@@ -351,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     score_cmd.add_argument("--sample", required=True, help="the sample_submission.csv")
     score_cmd.add_argument("--truth", required=True,
                            help="labels in train.csv format (test_truth.csv of synthetic data)")
+    score_cmd.add_argument("--json", action="store_true", help="print the scores as JSON")
     score_cmd.set_defaults(func=_cmd_score)
 
     kaggle_commands.register(commands)

@@ -55,6 +55,17 @@ class Scores:
         """A JSON-ready dict."""
         return dict(self.__dict__)
 
+    def table(self) -> str:
+        """A short text report: score, baseline, non-empty Dice, per class, confusion."""
+        lines = [f"images                   {self.n_images}",
+                 f"competition score        {self.score:.4f}",
+                 f"all-empty baseline       {self.all_empty_baseline:.4f}",
+                 f"Dice on non-empty pairs  {self.nonempty:.4f}",
+                 "per class                " + "  ".join(f"{v:.4f}" for v in self.per_class),
+                 "confusion (rows: true number of defect classes, columns: predicted):"]
+        lines.extend("  " + " ".join(f"{v:5d}" for v in row) for row in self.confusion)
+        return "\n".join(lines)
+
 
 def summarize(intersection: np.ndarray, pred_area: np.ndarray,
               true_area: np.ndarray) -> Scores:

@@ -58,7 +58,7 @@ def test_predict_writes_a_valid_submission(trained, tmp_path, capsys):
     table = submission.validate(out, sample)
     assert list(dict.fromkeys(table["ImageId"])) == sample.image_ids
     assert run_cli("score", out, "--sample", data / "sample_submission.csv",
-                   "--truth", data / "test_truth.csv") == 0
+                   "--truth", data / "test_truth.csv", "--json") == 0
     scores = json.loads(capsys.readouterr().out)
     assert 0.0 <= scores["score"] <= 1.0 and scores["n_images"] == 5
 
