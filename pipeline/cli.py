@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -70,9 +71,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     run = config.resolve_run_dir(cfg.run_dir)
     fold_ids = _fold_ids(args.fold, run)
-    fileio.write_json(run.config_json, cfg.as_dict())
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
+    if main_process:
+        fileio.write_json(run.config_json, cfg.as_dict())
     for fold, best in zip(fold_ids, train.train_folds(cfg, fold_ids, resume=args.resume)):
-        if best:
+        if best and main_process:
             print(f"fold {fold}: best epoch {best['epoch']} score {best['val_score']:.4f} "
                   f"(all-empty {best['val_baseline']:.4f}, non-empty Dice "
                   f"{best['val_nonempty']:.4f})")

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from pipeline import checkpoint, data, distributed, postprocess, rle
 from pipeline.config import HEIGHT, WIDTH, TrainConfig
-from pipeline.dataset import SteelDataset, Transform, collate
+from pipeline.dataset import SteelDataset, Transform, collate, to_model_input
 from pipeline.model import build_model, model_info
 
 TTA_MODES = {"none": ((),), "hflip": ((), (3,)), "hvflip": ((), (3,), (2,), (2, 3))}
@@ -76,12 +76,12 @@ def iterate_probabilities(models: list[torch.nn.Module], loader: DataLoader, hea
                           device: torch.device, tta: str = "none", quiet: bool = False,
                           desc: str = "predict") -> Iterator[tuple[list[str], torch.Tensor,
                                                                    torch.Tensor]]:
-    """Yield ``(image_ids, probs (B, 4, H, W), true masks (B, 4, H, W))`` batch by batch."""
+    """Yield ``(image_ids, probs (B, 4, H, W), true masks (B, 4, H, W) or None)`` per batch."""
     for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet or None):
-        images = batch["image"].to(device, non_blocking=True)
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = to_model_input(batch["image"], device)
         probs = ensemble_probabilities(models, images, head, tta)
-        yield batch["image_id"], probs, batch["masks"].to(device)
+        masks = batch["masks"].to(device) if "masks" in batch else None
+        yield batch["image_id"], probs, masks
 
 
 def make_loader(image_dir: Path, image_ids: list[str], cfg: TrainConfig, batch_size: int,

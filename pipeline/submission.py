@@ -84,8 +84,10 @@ def validate(path: Path, sample: Sample) -> pd.DataFrame:
     problems = (_problems_current(table, sample) if sample.format == "current"
                 else _problems_original(table, sample))
     for index, encoded in table["EncodedPixels"].items():
+        if not encoded:
+            continue
         try:
-            rle.parse(encoded) if encoded else None
+            rle.parse(encoded)
         except ValueError as error:
             problems.append(f"line {index + 2}: {error}")
     if problems:

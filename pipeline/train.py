@@ -17,7 +17,7 @@ from tqdm import tqdm
 from pipeline import checkpoint, data, distributed, folds, history, metrics, postprocess
 from pipeline.config import HEIGHT, WIDTH, TrainConfig, code_version, resolve_data_dir, \
     resolve_run_dir
-from pipeline.dataset import SteelDataset, Transform, collate
+from pipeline.dataset import SteelDataset, Transform, collate, to_model_input
 from pipeline.losses import build_loss
 from pipeline.model import build_model, model_info
 
@@ -87,10 +87,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
         n_skipped += batch["n_skipped"]
         if "image" not in batch:
             continue
-        images = batch["image"].to(context.device, non_blocking=True)
+        images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, context.device):
             loss = loss_fn(postprocess.forward_padded(model, images), masks)
         if not torch.isfinite(loss):
@@ -125,10 +123,8 @@ def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Cont
                       disable=cfg.quiet or not context.is_main or None):
         if "image" not in batch:
             continue
-        images = batch["image"].to(context.device)
+        images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, context.device):
             logits = postprocess.forward_padded(model, images)
         # The loss at the model's resolution, as in training; the score on the 256x1600 grid.

@@ -52,7 +52,7 @@ def test_a_few_steps_reduce_the_loss(tiny_data):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(8):
-        loss = loss_fn(model(batch["image"]), batch["masks"])
+        loss = loss_fn(model(batch["image"].float() / 255), batch["masks"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
