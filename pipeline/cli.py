@@ -19,11 +19,17 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help=f"competition layout (default ${config.DATA_DIR_ENV} or data/)")
 
 
+def _default_workers() -> int:
+    """Leave two cores to the model's threads: loader workers only compete on small machines."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
+
+
 def _add_inference_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", default="none", choices=["none", "hflip", "hvflip"],
                         help="flip test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--workers", type=int, default=_default_workers(),
+                        help="DataLoader worker processes (default: cores - 2, at most 4)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

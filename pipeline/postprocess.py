@@ -137,7 +137,8 @@ def class_masks(probs: torch.Tensor, params: PostProcess) -> torch.Tensor:
     masks = pixel_masks(probs, params.head, params.threshold)
     for c in range(N_CLASSES):
         masks[:, c] = remove_small_components(masks[:, c], params.min_component[c])
-    keep = masks.sum(dim=(2, 3)) >= torch.tensor(params.min_area, device=masks.device).clamp(min=1)
+    area = torch.count_nonzero(masks, dim=(2, 3))
+    keep = area >= torch.tensor(params.min_area, device=masks.device).clamp(min=1)
     return masks & keep[:, :, None, None]
 
 
