@@ -32,7 +32,7 @@ SUBMIT_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install test lint sample-data stats folds train cv predict validate demo \
 	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
-	bench-model bench-predict clean
+	bench-model bench-predict bench-kernel bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -131,6 +131,12 @@ kernel-status: install ## the latest run status of KERNEL
 
 bench-predict: install ## CPU predict throughput vs model-only forward; peak RSS of predict and cv
 	$(PY) bench/bench_predict.py
+
+bench-kernel: install ## packed kernel: script size and start-up before the first batch
+	$(PY) bench/bench_kernel.py
+
+bench-gpu: install ## the GPU benchmark (needs CUDA): training images/s + MFU, predict images/s
+	$(PY) bench/gpu_bench.py
 
 bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
 	$(PY) bench/bench_model_cpu.py

@@ -160,9 +160,10 @@ def make_loader(dataset, cfg: TrainConfig, context: distributed.Context, epoch: 
                       drop_last=train and len(dataset) >= cfg.batch_size * context.world_size)
 
 
-def train_fold(cfg: TrainConfig, fold: int, resume: bool = False) -> dict:
+def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
+               context: distributed.Context | None = None) -> dict:
     """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best."""
-    context = distributed.setup(cfg.device)
+    context = context or distributed.setup(cfg.device)
     run = resolve_run_dir(cfg.run_dir)
     ckpt_dir = checkpoint.fold_dir(run.checkpoints, fold)
     train_set, val_set = fold_datasets(cfg, fold)
@@ -217,13 +218,16 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False) -> dict:
             if row["skipped"]:
                 print(f"warning: skipped {row['skipped']} unreadable image(s) in epoch {epoch}")
         distributed.barrier(context)
-    distributed.teardown(context)
     return best or {}
 
 
 def train_folds(cfg: TrainConfig, fold_ids: list[int], resume: bool = False) -> list[dict]:
     """Train each listed fold in turn; returns the best row of each."""
-    return [train_fold(cfg, fold, resume=resume) for fold in fold_ids]
+    context = distributed.setup(cfg.device)  # one process group for every fold
+    try:
+        return [train_fold(cfg, fold, resume=resume, context=context) for fold in fold_ids]
+    finally:
+        distributed.teardown(context)
 
 
 def checkpoint_paths(run_dir: Path, fold_ids: list[int], which: str = "best") -> list[Path]:

@@ -33,8 +33,10 @@ def test_build_is_deterministic_and_offline(tmp_path):
     assert metadata["competition_sources"] == ["severstal-steel-defect-detection"]
     assert metadata["dataset_sources"] == ["me/weights"]
     assert metadata["code_file"] == first.name
-    imports = [line for line in first.read_text().splitlines() if line.startswith("import ")]
-    assert imports == ["import base64", "import os", "import sys", "import tempfile"]
+    imports = [line.split("  #")[0] for line in first.read_text().splitlines()
+               if line.startswith("import ")]
+    assert imports == ["import time", "import base64", "import os", "import sys",
+                       "import tempfile"]
 
 
 @pytest.mark.parametrize("kernel,dataset,title,message", [
@@ -79,3 +81,4 @@ def test_kernel_in_clean_environment_matches_predict(tmp_path):
     assert ".zip" in result.stdout.split("pipeline ")[1].splitlines()[0]
     assert str(Path(__file__).resolve().parent.parent) not in result.stdout
     assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
+    assert "start-up" in result.stdout

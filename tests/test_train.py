@@ -99,13 +99,14 @@ def test_two_process_gloo_run(tiny_data, tmp_path):
                 "--nproc_per_node=2"]
     result = subprocess.run(
         [*torchrun, "-m", "pipeline", "train", "--data-dir", str(tiny_data), "--run-dir",
-         str(run), "--fold", "1", "--epochs", "1", "--device", "cpu", *TINY],
+         str(run), "--fold", "all", "--epochs", "1", "--device", "cpu", *TINY],
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    log = json.loads((run / "logs" / "fold1.json").read_text())
-    assert len(log) == 1 and log[0]["steps"] >= 1
-    state = checkpoint.load(run / "checkpoints" / "fold1" / "last.pt")
-    assert not any(k.startswith("module.") for k in state["model"])
+    for fold in (0, 1):   # both folds in one process group
+        log = json.loads((run / "logs" / f"fold{fold}.json").read_text())
+        assert len(log) == 1 and log[0]["steps"] >= 1
+        state = checkpoint.load(run / "checkpoints" / f"fold{fold}" / "last.pt")
+        assert not any(k.startswith("module.") for k in state["model"])
 
 
 def test_corrupt_image_fails_with_path_or_is_skipped(tiny_data, tmp_path, capsys):
