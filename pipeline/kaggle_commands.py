@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 from pipeline import config, kaggle_io
@@ -218,19 +217,3 @@ def register(commands: argparse._SubParsersAction) -> None:
     status = commands.add_parser("kernel-status", help="a kernel's latest run status")
     status.add_argument("--kernel", required=True, help="owner/slug")
     status.set_defaults(func=_cmd_kernel_status)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone ``python -m pipeline.kaggle_commands``, with the CLI's one-line errors."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.kaggle_commands")
-    register(parser.add_subparsers(dest="command", required=True, metavar="<command>"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,6 @@
 
 import argparse
 import base64
-import contextlib
 import io
 import json
 import os
@@ -21,7 +20,7 @@ import pytest
 import torch
 from fake_kaggle import COMPETITION, ETAG, KEY, USERNAME, fake_kaggle_fixture  # noqa: F401
 
-from pipeline import checkpoint, config, kaggle_commands, kaggle_data, kaggle_io
+from pipeline import checkpoint, cli, config, kaggle_commands, kaggle_data, kaggle_io
 
 SAMPLE = "ImageId,EncodedPixels,ClassId\nc.jpg,1 409600,0\nd.jpg,1 409600,0\n"
 SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())
@@ -59,15 +58,8 @@ def run(*argv: str) -> int:
 
 
 def entry_point() -> list[str]:
-    """``python -m pipeline`` once cli.py registers these commands, else this module's main."""
-    from pipeline import cli
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            cli.build_parser().parse_args(["download"])
-        return [sys.executable, "-m", "pipeline"]
-    except SystemExit:
-        return [sys.executable, "-m", "pipeline.kaggle_commands"]
+    """The user's command line: ``python -m pipeline``."""
+    return [sys.executable, "-m", "pipeline"]
 
 
 def assert_no_secret(*texts: str, root: Path | None = None) -> None:
@@ -356,12 +348,12 @@ def test_the_key_never_reaches_output_or_files(fake_kaggle, entries, submission_
                                                monkeypatch, tmp_path, capsys):
     fake_kaggle.archive = make_zip(entries)
     data, run_dir, path = submission_dirs
-    assert kaggle_commands.main(["download", "--data-dir", str(tmp_path / "full")]) == 0
-    assert kaggle_commands.main(["submit", "--file", path, "--data-dir", data,
-                                 "--run-dir", run_dir, "--wait", "--poll-seconds", "0"]) == 0
+    assert cli.main(["download", "--data-dir", str(tmp_path / "full")]) == 0
+    assert cli.main(["submit", "--file", path, "--data-dir", data,
+                     "--run-dir", run_dir, "--wait", "--poll-seconds", "0"]) == 0
     monkeypatch.setenv("VERBOSE", "true")  # the client would print request headers
     fake_kaggle.fail("SaveKernel", 403)
-    assert kaggle_commands.main(["push-kernel", "--kernel-dir", str(kernel_dir(tmp_path))]) == 1
+    assert cli.main(["push-kernel", "--kernel-dir", str(kernel_dir(tmp_path))]) == 1
     out, err = capsys.readouterr()
     assert "error: Kaggle refused pushing kernel" in err and "public score" in out
     assert_no_secret(out, err, root=tmp_path)
