@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 
-from pipeline import config, kaggle_commands
-
-
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=None,
-                        help=f"competition layout (default ${config.DATA_DIR_ENV} or data/)")
-
-
-def _default_workers() -> int:
-    """Leave two cores to the model's threads: loader workers only compete on small machines."""
-    return max(0, min(4, (os.cpu_count() or 1) - 2))
-
-
-def _add_inference_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tta", default="none", choices=["none", "hflip", "hvflip"],
-                        help="flip test-time augmentation")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
-    parser.add_argument("--workers", type=int, default=_default_workers(),
-                        help="DataLoader worker processes (default: cores - 2, at most 4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_run_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-dir", default=None,
-                        help=f"checkpoints, logs, reports (default ${config.RUN_DIR_ENV} or "
-                             "runs/default/)")
+from pipeline import config, kaggle_commands, options
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -74,7 +45,7 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pipeline import fileio, train
 
-    cfg = _config_from_args(args)
+    cfg = options.config_from_args(args)
     run = config.resolve_run_dir(cfg.run_dir)
     fold_ids = _fold_ids(args.fold, run)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
@@ -206,71 +177,6 @@ def _fold_ids(value: str, run: config.RunPaths) -> list[int]:
     return chosen
 
 
-def _parse_size(text: str) -> tuple[int, int] | None:
-    if text.lower() == "none":
-        return None
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 256x400") from None
-    return height, width
-
-
-def _parse_floats(text: str) -> tuple[float, ...] | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers"
-                                         ) from None
-
-
-def _per_class(kind: type):
-    """Parse one value for every class, or 4 comma-separated values (classes 1..4)."""
-    def parse(text: str):
-        values = [None if v.lower() in ("none", "argmax") else kind(v) for v in text.split(",")]
-        if len(values) not in (1, 4):
-            raise argparse.ArgumentTypeError(f"{text!r}: give 1 value or 4 (classes 1..4)")
-        return values * 4 if len(values) == 1 else values
-    return parse
-
-
-def _optional(kind: type):
-    def parse(text: str):
-        return None if text.lower() == "none" else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per TrainConfig field, defaulting to the dataclass default."""
-    hints = typing.get_type_hints(config.TrainConfig)
-    for field in dataclasses.fields(config.TrainConfig):
-        flag, hint, default = "--" + field.name.replace("_", "-"), hints[field.name], field.default
-        if field.name in ("data_dir", "run_dir"):
-            default = None  # resolved from the environment when not given
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-            continue
-        args = typing.get_args(hint)
-        optional = isinstance(hint, types.UnionType) and type(None) in args
-        base = next((a for a in args if a is not type(None)), hint) if optional else hint
-        if typing.get_origin(base) is tuple:
-            kind = _parse_size if field.name == "crop" else _parse_floats
-        else:
-            kind = _optional(base) if optional else base
-        shown = "x".join(map(str, default)) if field.name == "crop" and default else default
-        parser.add_argument(flag, type=kind, default=default, help=f"default: {shown}")
-
-
-def _config_from_args(args: argparse.Namespace) -> config.TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config.TrainConfig)}
-    values["data_dir"] = str(config.resolve_data_dir(args.data_dir).root)
-    values["run_dir"] = str(config.resolve_run_dir(args.run_dir).root)
-    return config.TrainConfig(**values)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m pipeline",
@@ -289,12 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_synth)
 
     stats_cmd = commands.add_parser("stats", help="summarise a dataset (images, classes)")
-    _add_data_dir(stats_cmd)
+    options.add_data_dir(stats_cmd)
     stats_cmd.set_defaults(func=_cmd_stats)
 
     folds_cmd = commands.add_parser("folds", help="write RUN_DIR/folds.csv (stratified k-fold)")
-    _add_data_dir(folds_cmd)
-    _add_run_dir(folds_cmd)
+    options.add_data_dir(folds_cmd)
+    options.add_run_dir(folds_cmd)
     folds_cmd.add_argument("--n-folds", type=int, default=5, help="number of folds")
     folds_cmd.add_argument("--seed", type=int, default=0, help="shuffle seed")
     folds_cmd.set_defaults(func=_cmd_folds)
@@ -304,23 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
     train_cmd.add_argument("--resume", action="store_true",
                            help="continue each fold from its last.pt")
-    _add_config_flags(train_cmd)
+    options.add_config_flags(train_cmd)
     train_cmd.set_defaults(func=_cmd_train)
 
     cv_cmd = commands.add_parser("cv", help="out-of-fold scores and post-processing tuning")
-    _add_data_dir(cv_cmd)
-    _add_run_dir(cv_cmd)
+    options.add_data_dir(cv_cmd)
+    options.add_run_dir(cv_cmd)
     cv_cmd.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
-    cv_cmd.add_argument("--min-component", type=_per_class(int), default=[0] * 4,
+    cv_cmd.add_argument("--min-component", type=options.per_class(int), default=[0] * 4,
                         help="drop connected components smaller than this (pixels, per class)")
-    _add_inference_flags(cv_cmd)
+    options.add_inference_flags(cv_cmd)
     cv_cmd.set_defaults(func=_cmd_cv)
 
     predict_cmd = commands.add_parser("predict", help="checkpoints -> submission.csv",
                                       description="Predict the test images; under torchrun "
                                       "the images are sharded across processes.")
-    _add_data_dir(predict_cmd)
-    _add_run_dir(predict_cmd)
+    options.add_data_dir(predict_cmd)
+    options.add_run_dir(predict_cmd)
     predict_cmd.add_argument("--sample", default=None,
                              help="sample submission (default DATA_DIR/sample_submission.csv)")
     predict_cmd.add_argument("--checkpoints", nargs="+", default=None,
@@ -329,13 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
                              help="submission file to write")
     predict_cmd.add_argument("--postprocess", default=None,
                              help="post-processing JSON (default RUN_DIR/postprocess.json)")
-    predict_cmd.add_argument("--threshold", type=_per_class(float), default=None,
+    predict_cmd.add_argument("--threshold", type=options.per_class(float), default=None,
                              help="override pixel thresholds, e.g. 0.5 or argmax,0.5,0.5,0.5")
-    predict_cmd.add_argument("--min-area", type=_per_class(int), default=None,
+    predict_cmd.add_argument("--min-area", type=options.per_class(int), default=None,
                              help="override the empty-mask thresholds, e.g. 600,600,1000,2000")
-    predict_cmd.add_argument("--min-component", type=_per_class(int), default=None,
+    predict_cmd.add_argument("--min-component", type=options.per_class(int), default=None,
                              help="override the connected-component size limits")
-    _add_inference_flags(predict_cmd)
+    options.add_inference_flags(predict_cmd)
     predict_cmd.set_defaults(func=_cmd_predict)
 
     compare_cmd = commands.add_parser("compare", help="compare the CV reports of several runs")
