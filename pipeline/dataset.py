@@ -24,6 +24,15 @@ class Transform:
     crop: tuple[int, int] | None = None   # (height, width) after scaling
     flips: bool = False
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.scale <= 4.0:
+            raise ValueError(f"--scale {self.scale} must be in (0, 4]")
+        size = self.input_size()
+        if self.crop is not None and (self.crop[0] > size[0] or self.crop[1] > size[1]):
+            raise ValueError(f"--crop {self.crop[0]}x{self.crop[1]} is larger than the "
+                             f"{size[0]}x{size[1]} images at --scale {self.scale}: use a "
+                             "smaller crop or --crop none")
+
     def input_size(self) -> tuple[int, int]:
         """The (height, width) the model sees for a full image."""
         return round(HEIGHT * self.scale), round(WIDTH * self.scale)

@@ -144,6 +144,13 @@ def test_nan_loss_stops_without_saving(tiny_data, tmp_path, capsys):
     assert not (run / "checkpoints" / "fold0" / "last.pt").exists()
 
 
+def test_crop_larger_than_the_scaled_image_is_refused(tiny_data, tmp_path, capsys):
+    run = fresh_run(tmp_path, tiny_data)
+    assert run_cli("train", "--data-dir", tiny_data, "--run-dir", run, "--fold", "0",
+                   *TINY, "--crop", "128x128") == 1
+    assert "--crop 128x128 is larger than the 64x400 images" in capsys.readouterr().err
+
+
 def test_config_roundtrip():
     cfg = TrainConfig(crop=(64, 128), class_weights=(1.0, 2.0, 2.0, 1.0, 2.0))
     assert TrainConfig.from_dict(cfg.as_dict()) == cfg
