@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, kaggle_data, pack
+from helpers import run_cli, train_tiny
+
+from pipeline import kaggle_data, pack
 from pipeline.config import RunPaths
 from pipeline.postprocess import PostProcess
-
-TINY = ["--encoder-weights", "none", "--scale", "0.25", "--crop", "none", "--batch-size", "4",
-        "--workers", "0", "--quiet"]
-
-
-def run_cli(*argv) -> int:
-    return cli.main([str(a) for a in argv])
 
 
 def test_build_is_deterministic_and_offline(tmp_path):
@@ -50,12 +45,7 @@ def test_bad_metadata_arguments(tmp_path, kernel, dataset, title, message):
 
 
 def test_kernel_in_clean_environment_matches_predict(tmp_path):
-    data, run = tmp_path / "data", tmp_path / "run"
-    assert run_cli("synth", "--out", data, "--n-train", 8, "--n-test", 4, "--seed", 5,
-                   "--workers", 1, "--quiet") == 0
-    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
-    assert run_cli("train", "--data-dir", data, "--run-dir", run, "--epochs", 1,
-                   "--max-steps", 1, *TINY) == 0
+    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
     PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
                    "--workers", 2, "--quiet") == 0

@@ -11,28 +11,17 @@ import cv2
 import pandas as pd
 import pytest
 
-from pipeline import cli, submission
+from helpers import TINY_TRAIN, run_cli, train_tiny
 
-TINY = ["--encoder-weights", "none", "--scale", "0.25", "--crop", "none", "--batch-size", "4",
-        "--workers", "0", "--lr", "1e-3", "--background-prior", "0.95", "--quiet"]
+from pipeline import submission
+
 INFER = ["--workers", "0", "--batch-size", "3", "--quiet"]
-
-
-def run_cli(*argv) -> int:
-    return cli.main([str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(data dir, run dir) after 2 folds of a very short training."""
-    root = tmp_path_factory.mktemp("e2e")
-    data, run = root / "data", root / "run"
-    assert run_cli("synth", "--out", data, "--n-train", 12, "--n-test", 5, "--seed", 2,
-                   "--workers", 1, "--quiet") == 0
-    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
-    assert run_cli("train", "--data-dir", data, "--run-dir", run, "--epochs", 1,
-                   "--max-steps", 2, *TINY) == 0
-    return data, run
+    return train_tiny(tmp_path_factory.mktemp("e2e"), n_train=12, n_test=5, seed=2, max_steps=2)
 
 
 def test_cv_writes_reports_and_postprocessing(trained, capsys):
@@ -133,7 +122,7 @@ def test_mixed_architectures_are_refused(trained, tmp_path, capsys):
     other = tmp_path / "sigmoid"
     assert run_cli("folds", "--data-dir", data, "--run-dir", other, "--n-folds", 2) == 0
     assert run_cli("train", "--data-dir", data, "--run-dir", other, "--fold", 0, "--epochs", 1,
-                   "--max-steps", 1, "--head", "sigmoid", "--loss", "bce", *TINY) == 0
+                   "--max-steps", 1, "--head", "sigmoid", "--loss", "bce", *TINY_TRAIN) == 0
     mixed = [run / "checkpoints" / "fold0" / "best.pt", other / "checkpoints" / "fold0" / "best.pt"]
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--checkpoints", *mixed,
                    "--out", tmp_path / "s.csv", *INFER) == 1

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import checkpoint, cli, synthetic
+from helpers import run_cli
+
+from pipeline import checkpoint, synthetic
 from pipeline.config import TrainConfig
 from pipeline.dataset import SteelDataset, Transform, collate
 from pipeline.losses import build_loss
@@ -27,10 +29,6 @@ def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     synthetic.write_dataset(root, n_train=16, n_test=3, seed=1, quiet=True, workers=1)
     return root
-
-
-def run_cli(*argv) -> int:
-    return cli.main([str(a) for a in argv])
 
 
 def fresh_run(tmp_path: Path, data: Path, name: str = "run", n_folds: int = 2) -> Path:
