@@ -84,17 +84,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     context = distributed.setup(args.device)
     models, cfg = predict.load_models(checkpoints, context.device)
     params = _postprocess(args, run, cfg.head)
-    rles = predict.predict_rles(models, cfg, paths.test_images, sample.image_ids, params,
-                                context, batch_size=args.batch_size, workers=args.workers,
-                                tta=args.tta, quiet=args.quiet)
-    shards = distributed.gather(rles, context)
-    if context.is_main:
-        merged = {k: v for shard in shards for k, v in shard.items()}
-        out = Path(args.out)
-        submission.write(submission.build(sample, merged), out)
-        table = submission.validate(out, sample)
-        n_defects = sum(bool(r) for rles_ in merged.values() for r in rles_)
-        print(f"wrote {out}: {len(table)} rows, {len(merged)} images, {n_defects} predicted "
+    written = predict.write_submission(models, cfg, paths.test_images, sample, params, context,
+                                       Path(args.out), batch_size=args.batch_size,
+                                       workers=args.workers, tta=args.tta, quiet=args.quiet)
+    if written:
+        rles, table = written
+        n_defects = sum(bool(r) for image_rles in rles.values() for r in image_rles)
+        print(f"wrote {args.out}: {len(table)} rows, {len(rles)} images, {n_defects} predicted "
               f"masks ({len(models)} model(s), TTA {args.tta}); validated against {sample.path}")
     distributed.teardown(context)
     return 0

@@ -39,17 +39,13 @@ class OOFAccumulator:
     @torch.inference_mode()
     def add(self, image_ids: list[str], probs: torch.Tensor, truth: torch.Tensor) -> None:
         """Accumulate a batch: probs ``(B, 4, H, W)`` float, truth ``(B, 4, H, W)`` 0/1."""
-        truth = truth.bool()
-        true_area = truth.sum(dim=(2, 3))
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
         for k, threshold in enumerate(self.thresholds):
             pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
             for c in range(N_CLASSES):
                 pred[:, c] = postprocess.remove_small_components(pred[:, c], self.min_component[c])
-            counts[:, k, :, 0] = (pred & truth).sum(dim=(2, 3)).cpu()
-            counts[:, k, :, 1] = pred.sum(dim=(2, 3)).cpu()
-            counts[:, k, :, 2] = true_area.cpu()
+            counts[:, k] = torch.stack(postprocess.pair_counts(pred, truth), dim=-1).cpu()
         self.image_ids.extend(image_ids)
         self._counts.append(counts.numpy())
 
@@ -125,7 +121,7 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
         models, cfg = predict.load_models([path], context.device)
         accumulator = accumulator or OOFAccumulator(cfg.head, default_thresholds(cfg.head),
                                                     min_component)
-        val_ids = sorted(split.loc[split["fold"] == fold, "ImageId"])
+        _, val_ids = folds.split_ids(split, fold)
         loader = predict.make_loader(paths.train_images, val_ids, cfg, batch_size, workers, rles)
         for ids, probs, truth in predict.iterate_probabilities(
                 models, loader, cfg.head, context.device, tta, quiet, desc=f"OOF fold {fold}"):

@@ -57,6 +57,15 @@ def fold_class_counts(folds: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("fold").sum()
 
 
+def split_ids(folds: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
+    """Sorted ``(training ids, validation ids)`` of one fold; ValueError for an unknown fold."""
+    known = sorted(set(folds["fold"]))
+    if fold not in known:
+        raise ValueError(f"--fold {fold} is not in folds.csv (folds {known})")
+    in_fold = folds["fold"] == fold
+    return sorted(folds.loc[~in_fold, "ImageId"]), sorted(folds.loc[in_fold, "ImageId"])
+
+
 def write_folds(folds: pd.DataFrame, path: Path) -> None:
     """Write folds.csv atomically."""
     with fileio.atomic_path(path) as tmp:

@@ -36,11 +36,9 @@ def write(run: RunPaths, fold: int, rows: list[dict]) -> None:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Loss (train, validation) and validation score per epoch, as a PNG."""
-    import matplotlib
+    from pipeline import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     table = pd.DataFrame(rows)
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax_loss.plot(table["epoch"], table["train_loss"], marker="o", label="train")
@@ -53,6 +51,4 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax_score.set(xlabel="epoch", ylabel="Dice", title=f"{title}: validation")
     ax_score.legend()
     fig.tight_layout()
-    with fileio.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    plots.save(fig, path)

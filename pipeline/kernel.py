@@ -53,11 +53,9 @@ def main(started: float | None = None) -> int:
     params = postprocess.PostProcess.load(weights_dir / "postprocess.json")
     print(f"start-up {time.time() - started:.2f} s (bootstrap, imports, {len(models)} models "
           f"loaded); predicting {len(sample.image_ids)} images")
-    rles = predict.predict_rles(models, cfg, data_dir / "test_images", sample.image_ids, params,
-                                context, batch_size=8, workers=2,
-                                quiet=not sys.stderr.isatty())
     out = working / "submission.csv"
-    submission.write(submission.build(sample, rles), out)
-    table = submission.validate(out, sample)
+    _, table = predict.write_submission(models, cfg, data_dir / "test_images", sample, params,
+                                        context, out, batch_size=8, workers=2,
+                                        quiet=not sys.stderr.isatty())
     print(f"wrote {out}: {len(table)} rows in {time.time() - started:.1f} s")
     return 0

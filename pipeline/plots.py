@@ -12,7 +12,8 @@ CLASS_COLOURS = np.array([[255, 220, 0], [0, 200, 255], [255, 60, 60], [80, 255,
                          dtype=np.float32)  # RGB of classes 1..4
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,15 +22,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save(fig, path: Path) -> None:
+    """Save a figure as PNG atomically and close it."""
     with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     """Heat map of true (rows) vs predicted (columns) number of defect classes per image."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.imshow(matrix, cmap="Blues")
@@ -39,13 +41,13 @@ def confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     ax.set(xlabel="predicted defect classes", ylabel="true defect classes", title=title,
            xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def min_area_curves(grid: np.ndarray, min_areas: tuple[int, ...], thresholds: tuple,
                     chosen_k: tuple[int, ...], path: Path) -> None:
     """Per class, OOF class score vs min_area at the chosen pixel threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, grid.shape[2], figsize=(4 * grid.shape[2], 3.2), sharey=True)
     for c, ax in enumerate(axes):
         ax.plot(min_areas, grid[chosen_k[c], :, c], marker="o")
@@ -54,7 +56,7 @@ def min_area_curves(grid: np.ndarray, min_areas: tuple[int, ...], thresholds: tu
                xlabel="min_area (pixels)", xscale="symlog")
     axes[0].set_ylabel("OOF Dice of the class")
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def overlay(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -68,7 +70,7 @@ def overlay(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def overlays(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
     """Rows of (image, truth overlay, prediction overlay) for ``(id, image, truth, pred)``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(examples), 3, figsize=(18, 1.3 * len(examples) + 0.6),
                              squeeze=False)
     for row, (image_id, image, truth, pred) in zip(axes, examples):
@@ -79,4 +81,4 @@ def overlays(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pat
             ax.axis("off")
     fig.suptitle("classes: 1 yellow, 2 cyan, 3 red, 4 green", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import checkpoint, data, distributed, postprocess, rle
+from pipeline import checkpoint, data, distributed, postprocess, rle, submission
 from pipeline.config import HEIGHT, WIDTH, TrainConfig
 from pipeline.dataset import SteelDataset, Transform, collate, to_model_input
 from pipeline.model import build_model, model_info
@@ -110,6 +110,25 @@ def predict_rles(models: list[torch.nn.Module], cfg: TrainConfig, image_dir: Pat
         for image_id, image_masks in zip(ids, masks):
             out[image_id] = [rle.encode(mask) for mask in image_masks]
     return out
+
+
+def write_submission(models: list[torch.nn.Module], cfg: TrainConfig, image_dir: Path,
+                     sample: "submission.Sample", params: postprocess.PostProcess,
+                     context: distributed.Context, out: Path, batch_size: int = 8,
+                     workers: int = 2, tta: str = "none",
+                     quiet: bool = False) -> tuple[dict[str, list[str]], object] | None:
+    """Predict every sample image (sharded over ranks), write ``out`` on rank 0, validate it.
+
+    Returns ``(rles by image, validated table)`` on rank 0, None on the other ranks.
+    """
+    rles = predict_rles(models, cfg, image_dir, sample.image_ids, params, context,
+                        batch_size=batch_size, workers=workers, tta=tta, quiet=quiet)
+    shards = distributed.gather(rles, context)
+    if not context.is_main:
+        return None
+    merged = {k: v for shard in shards for k, v in shard.items()}
+    submission.write(submission.build(sample, merged), out)
+    return merged, submission.validate(out, sample)
 
 
 def check_test_images(image_dir: Path, sample_ids: list[str], sample_path: Path) -> None:

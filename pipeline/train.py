@@ -27,11 +27,7 @@ def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDatas
     paths, run = resolve_data_dir(cfg.data_dir), resolve_run_dir(cfg.run_dir)
     labels, image_ids = data.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
-    if fold not in set(split["fold"]):
-        raise ValueError(f"--fold {fold} is not in {run.folds_csv} (folds "
-                         f"{sorted(set(split['fold']))})")
-    train_ids = sorted(split.loc[split["fold"] != fold, "ImageId"])
-    val_ids = sorted(split.loc[split["fold"] == fold, "ImageId"])
+    train_ids, val_ids = folds.split_ids(split, fold)
     if cfg.limit_images:
         train_ids = train_ids[:cfg.limit_images]
         val_ids = val_ids[:max(1, cfg.limit_images // 4)]
