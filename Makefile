@@ -119,7 +119,7 @@ kernel: install ## build KERNEL_DIR: one offline script + kernel-metadata.json (
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
 	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
 	$(PY) -m pipeline kernel --kernel $(KERNEL) --weights-dataset $(KAGGLE_DATASET) \
-		--out-dir $(dir $(KERNEL_DIR))
+		--out-dir $(KERNEL_DIR)
 
 push-kernel: install ## push KERNEL_DIR (from `make kernel`) to Kaggle with the internet off
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
@@ -141,8 +141,9 @@ bench-gpu: install ## the GPU benchmark (needs CUDA): training images/s + MFU, p
 bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
 	$(PY) bench/bench_model_cpu.py
 
-bench: install ## RLE encode/decode benchmark against the common Kaggle-kernel code
+bench: install ## RLE encode/decode vs the common Kaggle-kernel code; submission build/validate
 	$(PY) bench/bench_rle.py
+	$(PY) bench/bench_submission.py
 
 clean: ## remove caches (keeps .venv, data and runs)
 	rm -rf .pytest_cache .hypothesis build *.egg-info

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from bench_predict import fake_checkpoint
 
-from pipeline import pack, synthetic
-from pipeline.postprocess import PostProcess
+from pipeline.data import synthetic
+from pipeline.inference.postprocess import PostProcess
+from pipeline.kaggle import pack
 
 
 def main() -> None:
@@ -31,8 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        script = pack.build(root / "kernel", "me/severstal", "Severstal kernel", "me/weights",
-                            "bench")
+        script = pack.build(root / "kernel", "me/severstal", "Severstal kernel",
+                            "me/severstal-weights", "bench")
         competition = root / "input" / "severstal-steel-defect-detection"
         synthetic.write_dataset(competition, n_train=1, n_test=4, seed=0, quiet=True)
         weights = root / "input" / "weights"

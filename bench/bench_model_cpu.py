@@ -30,8 +30,8 @@ import torch
 import torch._inductor.config
 
 from pipeline.config import HEIGHT, WIDTH
-from pipeline.losses import build_loss
-from pipeline.model import build_model, forward_flops
+from pipeline.models.losses import build_loss
+from pipeline.models.registry import build_model, forward_flops
 
 
 def best_time(step: Callable[[], object], repeats: int, warmup: int = 1) -> float:

@@ -22,18 +22,21 @@ from pathlib import Path
 
 import torch
 
-from pipeline import checkpoint, cli, distributed, postprocess, predict, submission, synthetic
+from pipeline import checkpoint, cli, distributed
 from pipeline.config import TrainConfig
-from pipeline.dataset import SteelDataset, Transform
-from pipeline.model import build_model, model_info
+from pipeline.data import synthetic
+from pipeline.data.dataset import SteelDataset, Transform
+from pipeline.inference import postprocess, predict, submission
+from pipeline.models.registry import build_model, model_info
 
 
 def fake_checkpoint(path: Path, scale: float, fold: int = 0) -> None:
-    """A checkpoint of a freshly initialised model with the training config of ``scale``."""
+    """A checkpoint of a freshly initialised model for inputs at ``scale``."""
     torch.manual_seed(fold)
-    model = build_model(encoder_weights="none", background_prior=0.99)
+    model = build_model(encoder_weights="none", background_prior=0.99, input_scale=scale)
     cfg = TrainConfig(encoder_weights="none", scale=scale)
-    checkpoint.save(path, {"model": model.state_dict(), "model_info": model_info(model),
+    checkpoint.save(path, {"model": model.state_dict(),
+                           "model_info": model_info(model).as_dict(),
                            "config": cfg.as_dict(), "epoch": 0, "fold": fold, "metrics": {}})
 
 
@@ -43,7 +46,7 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
     ckpt = root / "run" / "checkpoints" / "fold0" / "best.pt"
     fake_checkpoint(ckpt, scale=1.0)
     device = torch.device("cpu")
-    models, cfg = predict.load_models([ckpt], device)
+    ensemble = predict.load_models([ckpt], device)
     sample = submission.read_sample(root / "data" / "sample_submission.csv")
     dataset = SteelDataset(root / "data" / "test_images", sample.image_ids, None,
                            Transform(), full_masks=True)
@@ -52,14 +55,15 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
 
     def model_only() -> float:
         start = time.perf_counter()
+        model = ensemble.models[0]
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
-                models[0](images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+                model(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
         return time.perf_counter() - start
 
     def end_to_end() -> float:
         start = time.perf_counter()
-        rles = predict.predict_rles(models, cfg, root / "data" / "test_images",
+        rles = predict.predict_rles(ensemble, root / "data" / "test_images",
                                     sample.image_ids, params, distributed.Context(),
                                     batch_size=batch_size, workers=workers, quiet=True)
         submission.write(submission.build(sample, rles), root / "submission.csv")
@@ -105,8 +109,8 @@ def memory(root: Path, sizes_predict=(100, 1000), sizes_cv=(200, 1000)) -> dict:
         for fold in (0, 1):
             fake_checkpoint(base / "run" / "checkpoints" / f"fold{fold}" / "best.pt", 0.25, fold)
         out[f"cv_{n}_mib"] = child_peak_rss(
-            f"from pipeline import cv; cv.run_cv('{base}/run', '{base}/data', workers=0, "
-            "quiet=True)")
+            f"from pipeline.inference import oof; oof.run_cv('{base}/run', '{base}/data', "
+            "workers=0, quiet=True)")
     return out
 
 

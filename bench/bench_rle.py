@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import data, rle, synthetic
+from pipeline.data import labels, rle, synthetic
 from pipeline.config import HEIGHT, WIDTH
 
 REAL = Path(__file__).resolve().parent.parent / "tests" / "data" / "real-sample"
@@ -46,9 +46,9 @@ def reference_encode(mask: np.ndarray) -> str:
 
 def real_rles() -> list[str]:
     """Every non-empty RLE string of the real sample."""
-    frames = [data.read_labels(REAL / "train.csv"),
+    frames = [labels.read_labels(REAL / "train.csv"),
               pd.read_csv(REAL / "rle_vectors.csv", keep_default_na=False),
-              data.read_labels(REAL / "test_predictions_oldformat.csv")]
+              labels.read_labels(REAL / "test_predictions_oldformat.csv")]
     strings = pd.concat([f["EncodedPixels"] for f in frames])
     return [s for s in strings if s]
 
@@ -57,7 +57,7 @@ def synthetic_rles(n_images: int) -> list[str]:
     """The non-empty RLE strings of a synthetic dataset of n_images training images."""
     with tempfile.TemporaryDirectory() as tmp:
         synthetic.write_dataset(Path(tmp), n_train=n_images, n_test=0, seed=0, quiet=True)
-        return list(data.read_labels(Path(tmp) / "train.csv")["EncodedPixels"])
+        return list(labels.read_labels(Path(tmp) / "train.csv")["EncodedPixels"])
 
 
 def best_time(func, arg, repeats: int, number: int = 10) -> float:

@@ -1,7 +1,8 @@
 """FCN32-VGG11 training and prediction throughput on a GPU, with model FLOPs utilisation (MFU).
 
 Synthetic tensors already on the device (no data loading, no JPEG decoding): it measures the
-model, not the input pipeline. Training: batch --batch at --height x --width, AMP bf16,
+model, not the input pipeline. Training: batch --batch at --height x --width, AMP (the
+pipeline's policy: bf16 where the GPU has it natively, else fp16),
 channels-last, cross-entropy, fused AdamW; images/s over --steps timed steps after --warmup
 untimed ones (which also absorb torch.compile). MFU = 3 x forward FLOPs x images/s / peak
 (backward ~ 2x forward). Prediction: forward only, eval mode, AMP, batch --predict-batch.
@@ -19,8 +20,9 @@ import time
 
 import torch
 
-from pipeline.losses import build_loss
-from pipeline.model import build_model, forward_flops, model_info
+from pipeline.models.forward import autocast
+from pipeline.models.losses import build_loss
+from pipeline.models.registry import build_model, forward_flops, model_info
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets; first match of the name wins.
 PEAK_BF16_TFLOPS: dict[str, float] = {
@@ -67,7 +69,7 @@ def bench_train(model: torch.nn.Module, args: argparse.Namespace,
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+        with autocast("auto" if args.amp else "none", device):
             logits = forward(images)
         criterion(logits, masks).backward()
         optimizer.step()
@@ -83,8 +85,7 @@ def bench_predict(model: torch.nn.Module, args: argparse.Namespace,
     images = torch.rand(args.predict_batch, 3, args.height, args.width, device=device)
 
     def step() -> None:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                    enabled=args.amp):
+        with torch.inference_mode(), autocast("auto" if args.amp else "none", device):
             forward(images)
 
     return timed(step, args.steps, args.warmup, device)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return None if peak is None else factor * gflop * rate / (peak * 1e3)
 
     results = {
-        "device": name, "torch": torch.__version__, "model": model_info(model),
+        "device": name, "torch": torch.__version__, "model": model_info(model).as_dict(),
         "height": args.height, "width": args.width, "amp_bf16": args.amp,
         "compile": args.compile, "channels_last": True, "peak_tflops": peak,
         "forward_gflop_per_image": gflop,

@@ -24,8 +24,3 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     except Exception as error:  # unpickling errors come in many types
         raise ValueError(f"checkpoint {path} cannot be read ({error}); it is corrupt or not "
                          "a checkpoint of this pipeline") from None
-
-
-def fold_dir(checkpoints: Path, fold: int) -> Path:
-    """The directory of one fold's ``best.pt`` and ``last.pt``."""
-    return Path(checkpoints) / f"fold{fold}"

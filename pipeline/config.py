@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 HEIGHT, WIDTH = 256, 1600
 N_CLASSES = 4
 CLASS_IDS = (1, 2, 3, 4)
-N_PIXELS = HEIGHT * WIDTH
+COMPETITION = "severstal-steel-defect-detection"
 
 DATA_DIR_ENV = "SEVERSTAL_DATA_DIR"
 RUN_DIR_ENV = "SEVERSTAL_RUN_DIR"
@@ -77,6 +80,18 @@ class RunPaths:
     def config_json(self) -> Path:
         return self.root / "config.json"
 
+    def fold_dir(self, fold: int) -> Path:
+        """The directory of one fold's ``best.pt`` and ``last.pt``."""
+        return self.checkpoints / f"fold{fold}"
+
+    def find_checkpoints(self, folds: list[int] | None = None, which: str = "best") -> list[Path]:
+        """``which``.pt of the listed folds, or of every fold that has one, in fold order."""
+        if folds is not None:
+            return [self.fold_dir(fold) / f"{which}.pt" for fold in folds]
+        found = [(int(m.group(1)), path) for path in self.checkpoints.glob(f"fold*/{which}.pt")
+                 if (m := re.fullmatch(r"fold(\d+)", path.parent.name))]
+        return [path for _, path in sorted(found)]
+
 
 def resolve_data_dir(value: str | os.PathLike | None = None) -> DataPaths:
     """The data directory: the argument, else $SEVERSTAL_DATA_DIR, else ./data."""
@@ -109,35 +124,88 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'-dirty' if dirty else ''}"
 
 
+Model = Literal["fcn32_vgg11"]
+Head = Literal["softmax", "sigmoid"]
+Loss = Literal["ce", "dice", "ce+dice", "bce", "bce+dice"]
+Optimizer = Literal["adamw", "sgd"]
+Amp = Literal["auto", "none", "bf16", "fp16"]
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _setting(default: object, help: str) -> typing.Any:
+    """A dataclass field whose one-line meaning the CLI shows in ``--help``."""
+    return field(default=default, metadata={"help": help})
+
+
+def choices(hint: object) -> tuple | None:
+    """The fixed values of a ``Literal`` type hint (or ``Literal | None``), else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    literal = [a for a in typing.get_args(hint) if typing.get_origin(a) is Literal]
+    return typing.get_args(literal[0]) if literal else None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training setting; CLI flags map onto these fields (``--batch-size`` ...)."""
+    """Every training setting; CLI flags map onto these fields (``--batch-size`` ...).
 
-    data_dir: str = str(DEFAULT_DATA_DIR)
-    run_dir: str = str(DEFAULT_RUN_DIR)
-    model: str = "fcn32_vgg11"
-    head: str = "softmax"
-    encoder_weights: str = "imagenet"
-    background_prior: float | None = None
-    loss: str = "ce"
-    class_weights: tuple[float, ...] | None = None
-    optimizer: str = "adamw"
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    epochs: int = 20
-    warmup_epochs: float = 1.0
-    batch_size: int = 8
-    crop: tuple[int, int] | None = (256, 384)
-    scale: float = 1.0
-    workers: int = 4
-    amp: str = "auto"
-    channels_last: bool = True
-    seed: int = 0
-    max_steps: int | None = None
-    limit_images: int | None = None
-    skip_bad_images: bool = False
-    device: str = "auto"
-    quiet: bool = False
+    Fields typed ``Literal`` take one of a fixed set of values; a config with any other value,
+    or with a number out of range, is refused when it is built, before any data is read.
+    """
+
+    data_dir: str = _setting(str(DEFAULT_DATA_DIR), "competition layout (default "
+                             f"${DATA_DIR_ENV} or data/)")
+    run_dir: str = _setting(str(DEFAULT_RUN_DIR), "checkpoints, logs, reports (default "
+                            f"${RUN_DIR_ENV} or runs/default/)")
+    model: Model = _setting("fcn32_vgg11", "architecture")
+    head: Head = _setting("softmax", "softmax: background + 4 classes; sigmoid: 4 channels")
+    encoder_weights: str = _setting("imagenet", "'imagenet', 'none' or a state-dict file")
+    background_prior: float | None = _setting(
+        None, "initial background probability of the classifier bias, e.g. 0.97")
+    loss: Loss = _setting("ce", "training loss (ce/dice for softmax, bce for sigmoid)")
+    class_weights: tuple[float, ...] | None = _setting(
+        None, "cross-entropy weights w0,w1,w2,w3,w4 (background first)")
+    optimizer: Optimizer = _setting("adamw", "optimizer")
+    lr: float = _setting(3e-4, "peak learning rate")
+    weight_decay: float = _setting(1e-4, "weight decay")
+    epochs: int = _setting(20, "epochs per fold")
+    warmup_epochs: float = _setting(1.0, "linear warm-up, in epochs, before the cosine decay")
+    batch_size: int = _setting(8, "images per batch (per process under torchrun)")
+    crop: tuple[int, int] | None = _setting((256, 384), "random training crop HEIGHTxWIDTH "
+                                            "after scaling, or none")
+    scale: float = _setting(1.0, "input scale of the 256x1600 images, e.g. 0.5")
+    workers: int = _setting(4, "DataLoader worker processes")
+    amp: Amp = _setting("auto", "mixed precision on CUDA (auto: bf16 where fast, else fp16)")
+    channels_last: bool = _setting(True, "channels-last memory format")
+    seed: int = _setting(0, "random seed (order, augmentation, initialisation)")
+    max_steps: int | None = _setting(None, "stop each fold after this many steps (smoke runs)")
+    limit_images: int | None = _setting(None, "use only this many training images per fold")
+    skip_bad_images: bool = _setting(False, "skip unreadable images with a warning")
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    quiet: bool = _setting(False, "no progress bars")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            allowed, value = choices(hints[item.name]), getattr(self, item.name)
+            if allowed and value not in allowed and value is not None:
+                raise ValueError(f"--{_flag(item.name)} {value!r} is not valid; valid values: "
+                                 f"{', '.join(allowed)}")
+        if not DEVICE_RE.fullmatch(self.device):
+            raise ValueError(f"--device {self.device!r} is not valid; valid values: auto, cpu, "
+                             "cuda, cuda:N")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("workers", "warmup_epochs", "weight_decay", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if not 0.0 < self.scale <= 4.0:
+            raise ValueError(f"--scale {self.scale} must be in (0, 4]")
+        if self.background_prior is not None and not 0.0 < self.background_prior < 1.0:
+            raise ValueError(f"--background-prior must be in (0, 1), got {self.background_prior}")
 
     def as_dict(self) -> dict:
         """JSON- and checkpoint-safe dict (tuples become lists)."""
@@ -151,3 +219,7 @@ class TrainConfig:
             raise ValueError(f"unknown training settings {sorted(unknown)}")
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**fixed)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

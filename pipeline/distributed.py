@@ -27,6 +27,11 @@ class Context:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank launched by torchrun (only rank 0 writes files)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device: str = "auto") -> Context:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), pick the device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -8,16 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+Masks = np.ndarray | torch.Tensor
 
 
-def pair_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(intersection, pred_area, true_area)``, each ``(N, C)`` int64, of (N, C, H, W) masks."""
+def pair_counts(pred: Masks, truth: Masks) -> tuple[Masks, Masks, Masks]:
+    """``(intersection, pred_area, true_area)``, each ``(N, C)`` int64, of (N, C, H, W) masks.
+
+    Numpy arrays give numpy counts; tensors give tensors on their device (no copy to the host).
+    """
     if pred.shape != truth.shape or pred.ndim != 4:
-        raise ValueError(f"pred {pred.shape} and truth {truth.shape} must both be (N, C, H, W)")
-    pred, truth = pred.astype(bool), truth.astype(bool)
-    intersection = np.logical_and(pred, truth).sum(axis=(2, 3), dtype=np.int64)
-    return (intersection, pred.sum(axis=(2, 3), dtype=np.int64),
-            truth.sum(axis=(2, 3), dtype=np.int64))
+        raise ValueError(f"pred {tuple(pred.shape)} and truth {tuple(truth.shape)} must both be "
+                         "(N, C, H, W)")
+    pred_t, truth_t = torch.as_tensor(pred).bool(), torch.as_tensor(truth).bool()
+    counts = tuple(torch.count_nonzero(m, dim=(2, 3))
+                   for m in (pred_t & truth_t, pred_t, truth_t))
+    return tuple(c.numpy() for c in counts) if isinstance(pred, np.ndarray) else counts
 
 
 def dice_from_counts(intersection: np.ndarray, pred_area: np.ndarray,

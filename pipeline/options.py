@@ -1,4 +1,5 @@
-"""Command-line options: argparse types, shared flags, one flag per TrainConfig field."""
+"""Command-line options: argparse types, shared flags, one flag per TrainConfig field, and the
+parser of every subcommand (``build_parser``). Parsing only: ``cli`` runs the commands."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import types
 import typing
 
 from pipeline import config
+from pipeline.models.forward import AMP_MODES
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -17,27 +19,35 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help=f"competition layout (default ${config.DATA_DIR_ENV} or data/)")
 
 
+def add_run_dir(parser: argparse.ArgumentParser) -> None:
+    """``--run-dir``: checkpoints, logs, reports."""
+    parser.add_argument("--run-dir", default=None,
+                        help=f"checkpoints, logs, reports (default ${config.RUN_DIR_ENV} or "
+                             "runs/default/)")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def default_workers() -> int:
     """Leave two cores to the model's threads: loader workers only compete on small machines."""
     return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
 def add_inference_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``cv`` and ``predict``: TTA, batch size, workers, device, quiet."""
+    """Flags shared by ``cv`` and ``predict``: TTA, batch size, workers, device, AMP, quiet."""
     parser.add_argument("--tta", default="none", choices=["none", "hflip", "hvflip"],
-                        help="flip test-time augmentation")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
+                        help="flip test-time augmentation (default: none)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="DataLoader worker processes (default: cores - 2, at most 4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def add_run_dir(parser: argparse.ArgumentParser) -> None:
-    """``--run-dir``: checkpoints, logs, reports."""
-    parser.add_argument("--run-dir", default=None,
-                        help=f"checkpoints, logs, reports (default ${config.RUN_DIR_ENV} or "
-                             "runs/default/)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
+                        "(default: auto)")
+    parser.add_argument("--amp", default="auto", choices=AMP_MODES,
+                        help="mixed precision on CUDA (default: auto: bf16 where fast, else fp16)")
+    add_quiet(parser)
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -80,25 +90,37 @@ def or_none(kind: type):
     return parse
 
 
+def _shown(value: object) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return "x".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per TrainConfig field, defaulting to the dataclass default."""
+    """One ``--flag`` per TrainConfig field: its meaning, its default and any fixed choices."""
     hints = typing.get_type_hints(config.TrainConfig)
     for field in dataclasses.fields(config.TrainConfig):
         flag, hint, default = "--" + field.name.replace("_", "-"), hints[field.name], field.default
+        meaning = field.metadata["help"]
         if field.name in ("data_dir", "run_dir"):
-            default = None  # resolved from the environment when not given
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, default=None, help=meaning)
             continue
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{meaning} (default: {'on' if default else 'off'})")
+            continue
+        fixed = config.choices(hint)
         args = typing.get_args(hint)
         optional = isinstance(hint, types.UnionType) and type(None) in args
         base = next((a for a in args if a is not type(None)), hint) if optional else hint
-        if typing.get_origin(base) is tuple:
+        if fixed:
+            kind = str
+        elif typing.get_origin(base) is tuple:
             kind = parse_size if field.name == "crop" else parse_floats
         else:
             kind = or_none(base) if optional else base
-        shown = "x".join(map(str, default)) if field.name == "crop" and default else default
-        parser.add_argument(flag, type=kind, default=default, help=f"default: {shown}")
+        parser.add_argument(flag, type=kind, default=default, choices=fixed,
+                            help=f"{meaning} (default: {_shown(default)})")
 
 
 def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
@@ -107,3 +129,134 @@ def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
     values["data_dir"] = str(config.resolve_data_dir(args.data_dir).root)
     values["run_dir"] = str(config.resolve_run_dir(args.run_dir).root)
     return config.TrainConfig(**values)
+
+
+def _data_commands(commands: argparse._SubParsersAction) -> None:
+    synth = commands.add_parser("synth", help="write a synthetic Severstal-format dataset")
+    synth.add_argument("--out", required=True, help="output directory (the competition layout)")
+    synth.add_argument("--n-train", type=int, default=1000, help="training images")
+    synth.add_argument("--n-test", type=int, default=200, help="test images")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    synth.add_argument("--old-format", action="store_true",
+                       help="write train.csv in the original ImageId_ClassId format")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_quiet(synth)
+
+    stats = commands.add_parser("stats", help="summarise a dataset (images, classes)")
+    add_data_dir(stats)
+
+    folds = commands.add_parser("folds", help="write RUN_DIR/folds.csv (stratified k-fold)")
+    add_data_dir(folds)
+    add_run_dir(folds)
+    folds.add_argument("--n-folds", type=int, default=5, help="number of folds")
+    folds.add_argument("--seed", type=int, default=0, help="shuffle seed")
+
+
+def _model_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train on one, several or all folds",
+                                description="Train; under torchrun, one model on N processes.")
+    train.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
+    train.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
+    add_config_flags(train)
+
+    cv = commands.add_parser("cv", help="out-of-fold scores and post-processing tuning")
+    add_data_dir(cv)
+    add_run_dir(cv)
+    cv.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
+    cv.add_argument("--min-component", type=per_class(int), default=[0] * 4,
+                    help="drop connected components smaller than this (pixels, per class)")
+    add_inference_flags(cv)
+
+    predict = commands.add_parser("predict", help="checkpoints -> submission.csv",
+                                  description="Predict the test images; under torchrun the "
+                                  "images are sharded across processes.")
+    add_data_dir(predict)
+    add_run_dir(predict)
+    predict.add_argument("--sample", default=None,
+                         help="sample submission (default DATA_DIR/sample_submission.csv)")
+    predict.add_argument("--checkpoints", nargs="+", default=None,
+                         help="checkpoint files (default: every fold's best.pt)")
+    predict.add_argument("--out", default=str(config.DEFAULT_SUBMISSION),
+                         help="submission file to write")
+    predict.add_argument("--postprocess", default=None,
+                         help="post-processing JSON (default RUN_DIR/postprocess.json)")
+    predict.add_argument("--threshold", type=per_class(float), default=None,
+                         help="override pixel thresholds, e.g. 0.5 or argmax,0.5,0.5,0.5")
+    predict.add_argument("--min-area", type=per_class(int), default=None,
+                         help="override the empty-mask thresholds, e.g. 600,600,1000,2000")
+    predict.add_argument("--min-component", type=per_class(int), default=None,
+                         help="override the connected-component size limits")
+    add_inference_flags(predict)
+
+
+def _report_commands(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser("compare", help="compare the CV reports of several runs")
+    compare.add_argument("runs", nargs="+", help="run directories holding reports/cv.json")
+
+    validate = commands.add_parser("validate", help="check a submission against its sample")
+    validate.add_argument("submission", help="submission.csv to check")
+    validate.add_argument("--sample", required=True, help="the sample_submission.csv")
+
+    score = commands.add_parser("score", help="score a submission against known labels")
+    score.add_argument("submission", help="submission.csv to score")
+    score.add_argument("--sample", required=True, help="the sample_submission.csv")
+    score.add_argument("--truth", required=True,
+                       help="labels in train.csv format (test_truth.csv of synthetic data)")
+    score.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
+    download = commands.add_parser("download", help="download + check the competition data")
+    add_data_dir(download)
+    add_quiet(download)
+
+    submit = commands.add_parser("submit", help="validate and submit a file, or a kernel version")
+    submit.add_argument("--file", default=str(config.DEFAULT_SUBMISSION), help="submission.csv")
+    submit.add_argument("--message", default=None, help="description (code version + CV added)")
+    submit.add_argument("--wait", action="store_true", help="wait for the public score")
+    submit.add_argument("--poll-seconds", type=float, default=30.0,
+                        help="seconds between checks")
+    submit.add_argument("--timeout", type=float, default=3600.0, help="longest wait in seconds")
+    submit.add_argument("--kernel", default=None, help="owner/slug: submit this kernel's output")
+    submit.add_argument("--kernel-version", type=int, default=None, help="its version number")
+    submit.add_argument("--kernel-file", default="submission.csv", help="the file it writes")
+    add_data_dir(submit)
+    add_run_dir(submit)
+    add_quiet(submit)
+
+    upload = commands.add_parser("upload-weights", help="weights + post-processing -> dataset")
+    upload.add_argument("--dataset", required=True, help="owner/slug of the Kaggle dataset")
+    upload.add_argument("--checkpoints", nargs="+", default=None,
+                        help="checkpoint files (default RUN_DIR/checkpoints/fold*/best.pt)")
+    upload.add_argument("--title", default=None, help="dataset title (default from the slug)")
+    upload.add_argument("--message", default=None, help="version notes")
+    upload.add_argument("--public", action="store_true", help="make a new dataset public")
+    add_run_dir(upload)
+    add_quiet(upload)
+
+    kernel = commands.add_parser("kernel", help="build the offline Kaggle kernel")
+    kernel.add_argument("--kernel", required=True, help="owner/slug of the kernel")
+    kernel.add_argument("--weights-dataset", required=True,
+                        help="owner/slug of the Kaggle dataset holding the weights")
+    kernel.add_argument("--title", default="Severstal FCN32-VGG11", help="kernel title")
+    kernel.add_argument("--out-dir", default=None,
+                        help="the kernel folder to write (default kernels/<slug>)")
+
+    push = commands.add_parser("push-kernel", help="push a built kernel (internet off)")
+    push.add_argument("--kernel-dir", required=True, help="holds kernel-metadata.json + script")
+    add_quiet(push)
+
+    status = commands.add_parser("kernel-status", help="a kernel's latest run status")
+    status.add_argument("--kernel", required=True, help="owner/slug")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; ``args.command`` names the one chosen."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline",
+                                     description="Severstal steel-defect segmentation pipeline")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _data_commands(commands)
+    _model_commands(commands)
+    _report_commands(commands)
+    _kaggle_commands(commands)
+    return parser

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import data, rle
+from pipeline.data import images, rle
+from pipeline.data import labels as label_io
 from pipeline.config import CLASS_IDS, DataPaths
 
 
@@ -17,14 +18,14 @@ def real_layout(tmp_path, real_sample):
 
 
 def to_original_format(labels: pd.DataFrame, image_ids: list[str]) -> pd.DataFrame:
-    wide = data.rle_table(labels, image_ids)
+    wide = label_io.rle_table(labels, image_ids)
     rows = [(f"{image_id}_{c}", wide.loc[image_id, c]) for image_id in image_ids for c in CLASS_IDS]
-    return pd.DataFrame(rows, columns=data.ORIGINAL_HEADER)
+    return pd.DataFrame(rows, columns=label_io.ORIGINAL_HEADER)
 
 
 def test_real_sample_loads_with_defect_free_image(real_layout):
-    labels, image_ids = data.load_train(real_layout)
-    assert list(labels.columns) == data.LABEL_COLUMNS
+    labels, image_ids = label_io.load_train(real_layout)
+    assert list(labels.columns) == label_io.LABEL_COLUMNS
     assert len(image_ids) == 6 and len(labels) == 5
     assert "0a1cade03.jpg" in image_ids
     assert "0a1cade03.jpg" not in set(labels["ImageId"])
@@ -32,12 +33,12 @@ def test_real_sample_loads_with_defect_free_image(real_layout):
 
 
 def test_both_formats_give_the_same_table(real_layout, tmp_path):
-    labels, image_ids = data.load_train(real_layout)
+    labels, image_ids = label_io.load_train(real_layout)
     original = tmp_path / "train_original.csv"
     shuffled = to_original_format(labels, image_ids).sample(frac=1, random_state=0)
     shuffled.to_csv(original, index=False)
     assert len(pd.read_csv(original)) == 4 * len(image_ids)
-    pd.testing.assert_frame_equal(data.read_labels(original), labels)
+    pd.testing.assert_frame_equal(label_io.read_labels(original), labels)
 
 
 def write_csv(tmp_path, text):
@@ -56,47 +57,47 @@ def write_csv(tmp_path, text):
 ])
 def test_bad_csv_raises_with_file_and_line(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
-        data.read_labels(write_csv(tmp_path, text))
+        label_io.read_labels(write_csv(tmp_path, text))
 
 
 def test_missing_image_file_names_the_row(real_layout):
     (real_layout.train_images / "b2ad335bf.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="b2ad335bf.jpg.*class 3"):
-        data.load_train(real_layout)
+        label_io.load_train(real_layout)
 
 
 def test_missing_image_dir_says_how_to_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="make download"):
-        data.list_images(tmp_path / "nope")
+        images.list_images(tmp_path / "nope")
 
 
 def test_masks_and_label_map(real_layout):
-    labels, image_ids = data.load_train(real_layout)
-    table = data.rle_table(labels, image_ids)
-    masks = data.masks_from_rles(list(table.loc["988cf521f.jpg"]))
+    labels, image_ids = label_io.load_train(real_layout)
+    table = label_io.rle_table(labels, image_ids)
+    masks = label_io.masks_from_rles(list(table.loc["988cf521f.jpg"]))
     assert masks.shape == (4, 256, 1600) and masks.dtype == np.uint8
     assert masks[0].sum() == rle.area(table.loc["988cf521f.jpg", 1]) > 0
     assert masks[1:].sum() == 0
-    labels_map = data.label_map(masks)
+    labels_map = label_io.label_map(masks)
     assert set(np.unique(labels_map)) == {0, 1}
-    assert data.masks_from_rles(list(table.loc["0a1cade03.jpg"])).sum() == 0
+    assert label_io.masks_from_rles(list(table.loc["0a1cade03.jpg"])).sum() == 0
 
 
 def test_label_map_overlap_highest_class_wins():
     masks = np.zeros((4, 2, 3), dtype=np.uint8)
     masks[0, 0, :] = 1
     masks[2, 0, 1:] = 1
-    assert data.label_map(masks).tolist() == [[1, 3, 3], [0, 0, 0]]
+    assert label_io.label_map(masks).tolist() == [[1, 3, 3], [0, 0, 0]]
 
 
 def test_read_image_errors(tmp_path, real_sample):
-    image = data.read_image(real_sample / "train_images" / "0a1cade03.jpg")
+    image = images.read_image(real_sample / "train_images" / "0a1cade03.jpg")
     assert image.shape == (256, 1600, 3) and image.dtype == np.uint8
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        data.read_image(tmp_path / "missing.jpg")
+        images.read_image(tmp_path / "missing.jpg")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(ValueError, match="corrupt.jpg.*cannot be decoded"):
-        data.read_image(corrupt)
+        images.read_image(corrupt)
     with pytest.raises(ValueError, match="expected 800x256"):
-        data.read_image(real_sample / "train_images" / "0a1cade03.jpg", shape=(256, 800))
+        images.read_image(real_sample / "train_images" / "0a1cade03.jpg", shape=(256, 800))

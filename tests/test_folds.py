@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipeline import folds
+from pipeline.data import folds
 
 
 def toy_labels(n_images=200, seed=0):

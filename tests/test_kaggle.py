@@ -1,6 +1,5 @@
 """Kaggle commands end to end: our code and the real ``kaggle`` client against a local server."""
 
-import argparse
 import base64
 import io
 import json
@@ -20,7 +19,8 @@ import pytest
 import torch
 from fake_kaggle import COMPETITION, ETAG, KEY, USERNAME, fake_kaggle_fixture  # noqa: F401
 
-from pipeline import checkpoint, cli, config, kaggle_commands, kaggle_data, kaggle_io
+from pipeline import checkpoint, cli, config, console, options
+from pipeline.kaggle import api, transfer
 
 SAMPLE = "ImageId,EncodedPixels,ClassId\nc.jpg,1 409600,0\nd.jpg,1 409600,0\n"
 SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())
@@ -50,11 +50,10 @@ def entries() -> dict:
 
 
 def run(*argv: str) -> int:
-    """One subcommand, parsed by a parser that only ``register`` has built."""
-    parser = argparse.ArgumentParser()
-    kaggle_commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """One subcommand through the CLI's parser and handler, its errors raised, not printed."""
+    args = options.build_parser().parse_args(argv)
+    console.setup()
+    return cli.HANDLERS[args.command](args)
 
 
 def entry_point() -> list[str]:
@@ -78,9 +77,9 @@ def test_download_follows_the_redirect_checks_and_runs_once(fake_kaggle, entries
     assert [r.name for r in fake_kaggle.requests] == ["DownloadDataFiles", "GET"]
     assert fake_kaggle.requests[0].body == {"competitionName": COMPETITION}
     assert (data / "test_images" / "c.jpg").read_bytes() == entries["test_images/c.jpg"]
-    assert json.loads((data / kaggle_data.MARKER).read_text())["bytes"] == len(
+    assert json.loads((data / transfer.MARKER).read_text())["bytes"] == len(
         fake_kaggle.archive)
-    assert not kaggle_data.archive_path(config.DataPaths(data)).parent.exists()
+    assert not transfer.archive_path(config.DataPaths(data)).parent.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "home"]
     fake_kaggle.requests.clear()
     assert run("download", "--data-dir", str(data)) == 0
@@ -94,7 +93,7 @@ def test_interrupted_download_resumes_with_a_range_request(fake_kaggle, entries,
     fake_kaggle.archive = archive = make_zip(entries)
     fake_kaggle.cut_first_download = len(archive) // 2
     data = config.DataPaths(tmp_path / "data")
-    partial = kaggle_data.archive_path(data)
+    partial = transfer.archive_path(data)
     # VERBOSE would make the client print request headers, the key among them.
     user = subprocess.Popen([*entry_point(), "download", "--data-dir", str(data.root)],
                             env={**os.environ, "VERBOSE": "1"}, stdout=subprocess.PIPE,
@@ -109,7 +108,7 @@ def test_interrupted_download_resumes_with_a_range_request(fake_kaggle, entries,
     assert user.returncode == 1 and 0 < size < len(archive)
     assert f"error: interrupted; the partial download {partial} is kept" in err.decode()
     assert not data.root.exists()
-    kaggle_io.download_archive(partial.parent, quiet=True)
+    api.download_archive(partial.parent, quiet=True)
     resumed = [r for r in fake_kaggle.named("GET") if "Range" in r.headers]
     assert len(resumed) == 1 and resumed[0].headers["If-Range"] == ETAG
     assert resumed[0].headers["Range"] == f"bytes={size}-"
@@ -158,12 +157,12 @@ def test_rules_not_accepted_points_to_the_rules_page(fake_kaggle, tmp_path):
     fake_kaggle.rules_accepted = False
     with pytest.raises(RuntimeError, match="HTTP 403") as error:
         run("download", "--data-dir", str(tmp_path / "data"))
-    assert kaggle_io.RULES_URL in str(error.value)
-    assert kaggle_io.RULES_URL == f"https://www.kaggle.com/c/{COMPETITION}/rules"
+    assert api.RULES_URL in str(error.value)
+    assert api.RULES_URL == f"https://www.kaggle.com/c/{COMPETITION}/rules"
     fake_kaggle.rules_accepted, fake_kaggle.blob_status = True, 403  # an expired signed URL
     with pytest.raises(RuntimeError, match="HTTP 403") as error:
         run("download", "--data-dir", str(tmp_path / "data"))
-    assert kaggle_io.RULES_URL not in str(error.value)
+    assert api.RULES_URL not in str(error.value)
 
 
 @pytest.fixture

@@ -11,22 +11,22 @@ import pytest
 
 from helpers import run_cli, train_tiny
 
-from pipeline import kaggle_data, pack
+from pipeline.kaggle import pack, transfer
 from pipeline.config import RunPaths
-from pipeline.postprocess import PostProcess
+from pipeline.inference.postprocess import PostProcess
 
 
 def test_build_is_deterministic_and_offline(tmp_path):
-    first = pack.build(tmp_path / "a", "me/severstal-kernel", "Severstal kernel", "me/weights",
-                       "1.0")
-    second = pack.build(tmp_path / "b", "me/severstal-kernel", "Severstal kernel", "me/weights",
-                        "1.0")
+    first = pack.build(tmp_path / "a", "me/severstal-kernel", "Severstal kernel",
+                       "me/severstal-weights", "1.0")
+    second = pack.build(tmp_path / "b", "me/severstal-kernel", "Severstal kernel",
+                        "me/severstal-weights", "1.0")
     assert first.read_bytes() == second.read_bytes()
     metadata = json.loads((tmp_path / "a" / "kernel-metadata.json").read_text())
     assert metadata["enable_internet"] is False and metadata["enable_gpu"] is True
     assert metadata["language"] == "python" and metadata["kernel_type"] == "script"
     assert metadata["competition_sources"] == ["severstal-steel-defect-detection"]
-    assert metadata["dataset_sources"] == ["me/weights"]
+    assert metadata["dataset_sources"] == ["me/severstal-weights"]
     assert metadata["code_file"] == first.name
     imports = [line.split("  #")[0] for line in first.read_text().splitlines()
                if line.startswith("import ")]
@@ -35,9 +35,11 @@ def test_build_is_deterministic_and_offline(tmp_path):
 
 
 @pytest.mark.parametrize("kernel,dataset,title,message", [
-    ("severstal", "me/w", "A title", "owner/slug"),
-    ("me/k", "weights", "A title", "owner/slug"),
-    ("me/k", "me/w", "abc", "at least 5"),
+    ("severstal", "me/severstal-weights", "A title", "--kernel 'severstal' is not an owner/slug"),
+    ("me/k", "weights", "A title", "--weights-dataset 'weights' is not an owner/slug"),
+    ("me/k", "me/w", "A title", "slug of 6-50"),
+    ("me/k", "me/severstal_weights", "A title", "letters, digits or dashes"),
+    ("me/k", "me/severstal-weights", "abc", "at least 5"),
 ])
 def test_bad_metadata_arguments(tmp_path, kernel, dataset, title, message):
     with pytest.raises(ValueError, match=message):
@@ -56,10 +58,11 @@ def test_kernel_in_clean_environment_matches_predict(tmp_path):
     shutil.copy(data / "sample_submission.csv", competition)
     shutil.copytree(data / "test_images", competition / "test_images")
     weights = inputs / "severstal-weights"   # what `make upload-weights` puts in the dataset
-    kaggle_data.stage_weights(RunPaths(run), sorted(run.glob("checkpoints/fold*/best.pt")),
-                              "me/w", "Severstal weights", weights)
+    transfer.stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
+                           "me/severstal-weights", "Severstal weights", weights)
     assert sorted(p.name for p in weights.glob("*.pt")) == ["fold0.pt", "fold1.pt"]
-    script = pack.build(tmp_path / "kernels" / "k", "me/k", "Severstal kernel", "me/w", "test")
+    script = pack.build(tmp_path / "kernels" / "k", "me/k", "Severstal kernel",
+                        "me/severstal-weights", "test")
     working, elsewhere = tmp_path / "working", tmp_path / "elsewhere"
     working.mkdir()
     elsewhere.mkdir()

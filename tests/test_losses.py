@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.losses import LOSSES, build_loss, masks_to_labels, soft_dice_loss
+from pipeline.data.labels import label_map
+from pipeline.models.losses import LOSSES, build_loss, soft_dice_loss
 
 HEAD_OF = {name: head for name, (head, _, _) in LOSSES.items()}
 
@@ -27,31 +28,31 @@ def _logits(head: str, seed: int = 0) -> torch.Tensor:
     return torch.randn(2, channels, 2, 3, generator=torch.Generator().manual_seed(seed))
 
 
-def test_masks_to_labels_highest_class_wins():
-    labels = masks_to_labels(_masks())
+def test_label_map_highest_class_wins():
+    labels = label_map(_masks())
     assert labels.dtype == torch.int64
     assert labels.tolist() == [[[3, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 4]]]
 
 
 @settings(max_examples=30, deadline=None)
 @given(arrays(np.uint8, (2, 4, 3, 5), elements=st.integers(0, 1)))
-def test_masks_to_labels_matches_reference(masks):
+def test_label_map_matches_reference(masks):
     expected = np.zeros((2, 3, 5), dtype=np.int64)
     for class_id in range(1, 5):  # later classes overwrite: the highest id wins
         expected[masks[:, class_id - 1] == 1] = class_id
-    assert np.array_equal(masks_to_labels(torch.from_numpy(masks)).numpy(), expected)
+    assert np.array_equal(label_map(torch.from_numpy(masks)).numpy(), expected)
 
 
 def test_ce_equals_torch_cross_entropy():
     logits = _logits("softmax")
-    expected = F.cross_entropy(logits, masks_to_labels(_masks()))
+    expected = F.cross_entropy(logits, label_map(_masks()))
     torch.testing.assert_close(build_loss("ce")(logits, _masks()), expected)
 
 
 def test_class_weights_change_ce():
     logits, weights = _logits("softmax"), [0.1, 1.0, 2.0, 3.0, 4.0]
     weighted = build_loss("ce", class_weights=weights)(logits, _masks())
-    expected = F.cross_entropy(logits, masks_to_labels(_masks()), weight=torch.tensor(weights))
+    expected = F.cross_entropy(logits, label_map(_masks()), weight=torch.tensor(weights))
     torch.testing.assert_close(weighted, expected)
     assert not torch.isclose(weighted, build_loss("ce")(logits, _masks()))
 
@@ -87,7 +88,7 @@ def test_dice_hand_computed_softmax():
 def test_perfect_logits_give_near_zero_dice(name):
     head, masks = HEAD_OF[name], _masks()
     if head == "softmax":
-        logits = 40.0 * F.one_hot(masks_to_labels(masks), 5).permute(0, 3, 1, 2).float() - 20.0
+        logits = 40.0 * F.one_hot(label_map(masks), 5).permute(0, 3, 1, 2).float() - 20.0
     else:
         logits = 40.0 * masks.float() - 20.0
     assert build_loss(name, head)(logits, masks).item() == pytest.approx(0.0, abs=1e-4)
@@ -113,7 +114,7 @@ def test_combined_is_weighted_sum(name, head):
 def _probs_and_targets(logits, masks, head):
     if head == "sigmoid":
         return logits.sigmoid(), masks.float()
-    one_hot = F.one_hot(masks_to_labels(masks), 5).permute(0, 3, 1, 2).float()
+    one_hot = F.one_hot(label_map(masks), 5).permute(0, 3, 1, 2).float()
     return logits.softmax(dim=1)[:, 1:], one_hot[:, 1:]
 
 

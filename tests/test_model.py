@@ -1,14 +1,18 @@
-"""FCN32-VGG11: shapes, heads, errors, the background prior and encoder-weight loading."""
+"""The registry and FCN32-VGG11: shapes, heads, model info, errors, the background prior and
+encoder-weight loading."""
 
 import socket
 import time
+import typing
 
 import pytest
 import torch
 import torchvision
 
-from pipeline import model as model_module
-from pipeline.model import HEADS, MODELS, build_model, forward_flops, model_info, n_outputs
+from pipeline import config
+from pipeline.models import encoders
+from pipeline.models.registry import HEADS, MODELS, ModelInfo, build_model, forward_flops, \
+    model_info, n_outputs, rebuild
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +33,47 @@ def test_output_shape_and_finite(models, head, size):
 
 
 def test_heads_and_info(models):
-    assert HEADS == {"softmax": 5, "sigmoid": 4}
-    assert model_info(models["sigmoid"]) == {
-        "name": "fcn32_vgg11", "head": "sigmoid", "n_outputs": 4, "n_classes": 4,
-        "encoder_weights": "none"}
-    assert model_info(torch.compile(models["softmax"]))["head"] == "softmax"
+    info = model_info(models["sigmoid"])
+    assert (info.name, info.head, info.n_outputs, info.input_scale) == (
+        "fcn32_vgg11", "sigmoid", 4, 1.0)
+    assert info.mean == (0.485, 0.456, 0.406) and info.stride == 32
+    torch.testing.assert_close(models["sigmoid"].mean.flatten(), torch.tensor(info.mean))
+    assert model_info(torch.compile(models["softmax"])).head == "softmax"
+    assert model_info(build_model(input_scale=0.25)).input_scale == 0.25
+
+
+def test_registries_match_the_config_choices():
+    """The flags' fixed choices (config Literals) are exactly what the registries build."""
+    hints = typing.get_type_hints(config.TrainConfig)
+    assert set(config.choices(hints["model"])) == set(MODELS)
+    assert set(config.choices(hints["head"])) == set(HEADS)
+
+
+def test_info_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(head="sigmoid", input_scale=0.5).eval()
+    path = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(), "model_info": model_info(model).as_dict()}, path)
+    state = torch.load(path, weights_only=True)
+    again = rebuild(state, path)
+    assert model_info(again) == model_info(model)
+    images = torch.rand(1, 3, 32, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(images), model(images))
+
+
+def test_an_old_checkpoint_takes_scale_from_its_config(tmp_path):
+    model = build_model()
+    old_info = {"name": "fcn32_vgg11", "head": "softmax", "n_outputs": 5, "n_classes": 4,
+                "encoder_weights": "none"}
+    state = {"model": model.state_dict(), "model_info": old_info, "config": {"scale": 0.25}}
+    info = ModelInfo.from_checkpoint(state, tmp_path / "old.pt")
+    assert info.input_scale == 0.25 and info.std == (0.229, 0.224, 0.225)
+    with pytest.raises(ValueError, match="5 outputs does not match.*sigmoid"):
+        ModelInfo.from_checkpoint({**state, "model_info": {**old_info, "head": "sigmoid"}},
+                                  tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="not a checkpoint of this pipeline"):
+        ModelInfo.from_checkpoint({"model": {}}, tmp_path / "x.pt")
 
 
 def test_wrong_names_list_the_valid_ones():
@@ -41,7 +81,6 @@ def test_wrong_names_list_the_valid_ones():
         build_model("unet_resnet34")
     with pytest.raises(ValueError, match="sigmoid.*softmax"):
         build_model(head="logits")
-    assert sorted(MODELS) == ["fcn32_vgg11"]
 
 
 @pytest.mark.parametrize("size, fix", [((250, 1600), "256x1600"), ((64, 100), "64x128")])
@@ -104,7 +143,7 @@ def test_local_weights_round_trip(tmp_path):
     for key, tensor in state.items():
         if key.startswith("features."):
             assert torch.equal(encoder[key[len("features."):]], tensor), key
-    assert model_info(model)["encoder_weights"] == str(path)
+    assert model_info(model).encoder_weights == str(path)
 
 
 def test_torchvision_vgg11_keys_fit():
@@ -147,7 +186,7 @@ def test_imagenet_probe_without_network_is_bounded(tmp_path, monkeypatch):
     """The real reachability probe, against an address nothing answers on, in bounded time."""
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="--encoder-weights PATH"):
-        model_module._check_reachable("https://127.0.0.1:9/vgg11-8a719046.pth", timeout=2.0)
+        encoders._check_reachable("https://127.0.0.1:9/vgg11-8a719046.pth", timeout=2.0)
     assert time.perf_counter() - start < 5
 
 
@@ -159,12 +198,21 @@ def _no_network(*args, **kwargs):
 def test_hub_cache_file_follows_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     url = torchvision.models.VGG11_Weights.IMAGENET1K_V1.url
-    assert model_module.hub_cache_file(url) == tmp_path / "hub/checkpoints/vgg11-8a719046.pth"
+    assert encoders.hub_cache_file(url) == tmp_path / "hub/checkpoints/vgg11-8a719046.pth"
 
 
-def test_forward_flops():
-    assert forward_flops() == pytest.approx(132.4e9, rel=1e-3)
-    assert forward_flops(32, 32) == pytest.approx(forward_flops() * 1024 / 409600, rel=1e-6)
+def test_forward_flops_match_a_hand_count_of_the_layers():
+    """2 FLOPs per multiply-add: VGG11's 3x3 convolutions (output size), the 4x4 transposed
+    convolutions (input size) and the 1x1 classifier; pooling, BN and ReLU count nothing."""
+    height, width = 256, 1600
+    convs = [(3, 64, 1), (64, 128, 2), (128, 256, 4), (256, 256, 4), (256, 512, 8),
+             (512, 512, 8), (512, 512, 16), (512, 512, 16)]     # (in, out, stride of output)
+    encoder = sum(2 * c_in * c_out * 9 * (height // s) * (width // s) for c_in, c_out, s in convs)
+    ups = [(512, 256, 32), (256, 128, 16), (128, 64, 8), (64, 32, 4), (32, 32, 2)]
+    decoder = sum(2 * c_in * c_out * 16 * (height // s) * (width // s) for c_in, c_out, s in ups)
+    classifier = 2 * 32 * 5 * height * width
+    assert forward_flops() == encoder + decoder + classifier
+    assert forward_flops(head="sigmoid") == encoder + decoder + classifier * 4 // 5
 
 
 def test_encoder_init_matches_torchvision():

@@ -1,9 +1,9 @@
-import numpy as np
 import pytest
 import torch
 
-from pipeline import postprocess
-from pipeline.postprocess import PostProcess
+from pipeline.inference import postprocess
+from pipeline.inference.postprocess import PostProcess
+from pipeline.models.forward import default_masks, probabilities
 
 
 def probs_with(blocks, shape=(1, 4, 8, 12)):
@@ -31,7 +31,7 @@ def test_argmax_matches_softmax_argmax_of_logits():
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 16, 16) * 3
     expected = logits.argmax(dim=1)
-    masks = postprocess.default_masks(logits, "softmax")
+    masks = default_masks(probabilities(logits, "softmax"), "softmax")
     labels = (masks * torch.arange(1, 5).view(1, 4, 1, 1)).sum(dim=1)
     assert torch.equal(labels, expected)
     assert masks.sum(dim=1).max() <= 1
@@ -39,7 +39,7 @@ def test_argmax_matches_softmax_argmax_of_logits():
 
 def test_sigmoid_default_is_half():
     logits = torch.tensor([-1.0, 0.1, 2.0, -0.1]).view(1, 4, 1, 1).expand(1, 4, 2, 2)
-    masks = postprocess.default_masks(logits, "sigmoid")
+    masks = default_masks(probabilities(logits, "sigmoid"), "sigmoid")
     assert masks[0, :, 0, 0].tolist() == [False, True, True, False]
 
 
@@ -63,11 +63,3 @@ def test_json_roundtrip_and_errors(tmp_path):
         PostProcess(min_area=[1, 2])
     with pytest.raises(ValueError, match="head"):
         PostProcess(head="tanh")
-
-
-def test_forward_padded_crops_back():
-    model = torch.nn.Conv2d(3, 5, 1)
-    images = torch.rand(1, 3, 40, 70)
-    out = postprocess.forward_padded(model, images)
-    assert out.shape == (1, 5, 40, 70)
-    np.testing.assert_allclose(out.detach().numpy(), model(images).detach().numpy(), atol=1e-6)

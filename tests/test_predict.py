@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
 from helpers import TINY_TRAIN, run_cli, train_tiny
 
-from pipeline import submission
+from pipeline.data import rle
+from pipeline.inference import submission
 
 INFER = ["--workers", "0", "--batch-size", "3", "--quiet"]
 
@@ -31,7 +33,9 @@ def test_cv_writes_reports_and_postprocessing(trained, capsys):
     report = json.loads((run / "reports" / "cv.json").read_text())
     assert report["n_images"] == 12 and report["folds"] == [0, 1]
     assert report["tuned"]["score"] >= report["default"]["score"]
-    assert report["default"]["all_empty_baseline"] == report["tuned"]["all_empty_baseline"]
+    labels = pd.read_csv(data / "train.csv")   # 12 images x 4 classes, counted independently
+    assert report["default"]["all_empty_baseline"] == pytest.approx(1 - len(labels) / 48)
+    assert [m["input_scale"] for m in report["models"]] == [0.25, 0.25]
     assert json.loads((run / "postprocess.json").read_text())["head"] == "softmax"
     for name in ("confusion_default", "confusion_tuned", "min_area", "overlays"):
         assert (run / "reports" / f"{name}.png").stat().st_size > 1000
@@ -49,7 +53,25 @@ def test_predict_writes_a_valid_submission(trained, tmp_path, capsys):
     assert run_cli("score", out, "--sample", data / "sample_submission.csv",
                    "--truth", data / "test_truth.csv", "--json") == 0
     scores = json.loads(capsys.readouterr().out)
-    assert 0.0 <= scores["score"] <= 1.0 and scores["n_images"] == 5
+    assert scores["n_images"] == 5
+    assert scores["score"] == pytest.approx(dice_by_hand(table, data / "test_truth.csv"))
+
+
+def dice_by_hand(table: pd.DataFrame, truth_csv: Path) -> float:
+    """Mean Dice over every (image, class) pair, decoded and counted pixel by pixel here."""
+    truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+    dice = []
+    for image_id in dict.fromkeys(table["ImageId"]):
+        for class_id in "1234":
+            pred = table.loc[(table["ImageId"] == image_id) & (table["ClassId"] == class_id),
+                             "EncodedPixels"]
+            true = truth.loc[(truth["ImageId"] == image_id) & (truth["ClassId"] == class_id),
+                             "EncodedPixels"]
+            p = rle.decode(pred.iloc[0] if len(pred) else "").astype(bool)
+            t = rle.decode(true.iloc[0] if len(true) else "").astype(bool)
+            total = p.sum() + t.sum()
+            dice.append(1.0 if total == 0 else 2 * (p & t).sum() / total)
+    return float(np.mean(dice))
 
 
 def test_min_area_override_empties_everything(trained, tmp_path):

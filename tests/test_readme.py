@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import synthetic
+from pipeline.data import synthetic
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline import rle
+from pipeline.data import rle
 from pipeline.config import HEIGHT, WIDTH
 
 

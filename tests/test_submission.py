@@ -5,7 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import cli, data, postprocess, rle, submission
+from pipeline import cli
+from pipeline.data import rle
+from pipeline.data import labels as label_io
+from pipeline.inference import postprocess, submission
 
 
 @pytest.fixture()
@@ -111,11 +114,11 @@ def test_validator_rejects_broken_original_files(real_sample, old_sample, tmp_pa
 
 def test_oracle_scores_exactly_one(real_sample, tmp_path):
     """Truth masks fed as probabilities through post-processing, RLE and CSV score 1.0."""
-    labels = data.read_labels(real_sample / "train.csv")
+    labels = label_io.read_labels(real_sample / "train.csv")
     ids = sorted(set(labels.ImageId)) + ["0a1cade03.jpg"]
-    table = data.rle_table(labels, ids)
+    table = label_io.rle_table(labels, ids)
     masks = torch.from_numpy(np.stack(
-        [data.masks_from_rles(list(table.loc[i])) for i in ids])).float()
+        [label_io.masks_from_rles(list(table.loc[i])) for i in ids])).float()
     pred = postprocess.class_masks(masks, postprocess.PostProcess(head="sigmoid", threshold=0.5,
                                                                   min_area=1))
     predictions = {i: [rle.encode(m) for m in pred[n].numpy()] for n, i in enumerate(ids)}

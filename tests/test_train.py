@@ -7,17 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from helpers import run_cli
 
-from pipeline import checkpoint, synthetic
+from pipeline import checkpoint
 from pipeline.config import TrainConfig
-from pipeline.dataset import SteelDataset, Transform, collate
-from pipeline.losses import build_loss
-from pipeline.model import build_model
-from pipeline.train import train_fold
+from pipeline.data import synthetic
+from pipeline.data.dataset import SteelDataset, Transform, collate
+from pipeline.models.losses import build_loss
+from pipeline.models.registry import build_model
+from pipeline.training.train import train_fold
 
 TINY = ["--encoder-weights", "none", "--scale", "0.25", "--crop", "64x128", "--batch-size", "4",
         "--workers", "0", "--lr", "1e-3", "--background-prior", "0.95", "--quiet"]
@@ -40,9 +42,10 @@ def fresh_run(tmp_path: Path, data: Path, name: str = "run", n_folds: int = 2) -
 def test_a_few_steps_reduce_the_loss(tiny_data):
     torch.manual_seed(0)
     ids = sorted(p.name for p in (tiny_data / "train_images").iterdir())[:4]
-    from pipeline import data
-    labels, image_ids = data.load_train(data.DataPaths(tiny_data))
-    dataset = SteelDataset(tiny_data / "train_images", ids, data.rle_table(labels, image_ids),
+    from pipeline.config import DataPaths
+    from pipeline.data import labels as label_io
+    labels, image_ids = label_io.load_train(DataPaths(tiny_data))
+    dataset = SteelDataset(tiny_data / "train_images", ids, label_io.rle_table(labels, image_ids),
                            Transform(scale=0.25, crop=(64, 128)))
     batch = collate([dataset[i] for i in range(4)])
     model = build_model(encoder_weights="none", background_prior=0.9)
@@ -65,10 +68,16 @@ def test_train_writes_checkpoints_logs_and_curves(tiny_data, tmp_path):
     state = checkpoint.load(run / "checkpoints" / "fold0" / "best.pt")
     assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "config",
                           "metrics", "code_version", "model_info"}
-    assert state["model_info"]["head"] == "softmax" and state["config"]["scale"] == 0.25
+    assert state["model_info"]["head"] == "softmax" and state["model_info"]["input_scale"] == 0.25
     log = json.loads((run / "logs" / "fold0.json").read_text())
     assert [row["epoch"] for row in log] == [0, 1]
-    assert all(0.0 <= row["val_score"] <= 1.0 for row in log)
+    assert state["metrics"] == max(log, key=lambda row: row["val_score"])
+    # The validation baseline, counted independently from folds.csv and train.csv.
+    folds = pd.read_csv(run / "folds.csv")
+    val_ids = set(folds.loc[folds["fold"] == 0, "ImageId"])
+    labels = pd.read_csv(tiny_data / "train.csv")
+    defect_pairs = labels["ImageId"].isin(val_ids).sum()
+    assert log[0]["val_baseline"] == pytest.approx(1 - defect_pairs / (4 * len(val_ids)))
     assert (run / "logs" / "fold0.csv").is_file()
     assert (run / "reports" / "curves_fold0.png").stat().st_size > 1000
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
@@ -117,8 +126,10 @@ def test_corrupt_image_fails_with_path_or_is_skipped(tiny_data, tmp_path, capsys
             *TINY]
     assert run_cli(*args) == 1
     assert victim.name in capsys.readouterr().err
-    with pytest.warns(UserWarning, match=victim.name):
-        assert run_cli(*args, "--skip-bad-images") == 0
+    assert run_cli(*args, "--skip-bad-images") == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipped: image {victim}" in err
+    assert "warning: skipped 1 unreadable image(s) in epoch 0" in err
 
 
 def test_wrong_image_size_is_an_error_naming_the_file(tiny_data, tmp_path, capsys):

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import metrics, postprocess
-from pipeline.config import N_CLASSES
+from pipeline import distributed, fileio, metrics
+from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir, \
+    resolve_run_dir
+from pipeline.data import folds, images, labels
+from pipeline.inference import postprocess, predict, reports
 
 SOFTMAX_THRESHOLDS: tuple[float | None, ...] = (None, 0.3, 0.4, 0.5, 0.6, 0.7)
 SIGMOID_THRESHOLDS: tuple[float | None, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -45,7 +48,7 @@ class OOFAccumulator:
             pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
             for c in range(N_CLASSES):
                 pred[:, c] = postprocess.remove_small_components(pred[:, c], self.min_component[c])
-            counts[:, k] = torch.stack(postprocess.pair_counts(pred, truth), dim=-1).cpu()
+            counts[:, k] = torch.stack(metrics.pair_counts(pred, truth), dim=-1).cpu()
         self.image_ids.extend(image_ids)
         self._counts.append(counts.numpy())
 
@@ -62,7 +65,7 @@ def apply_min_area(counts: np.ndarray, min_area: np.ndarray) -> tuple[np.ndarray
     counts: ``(..., 3)``; min_area broadcasts against ``counts[..., 0]``.
     """
     intersection, pred_area, true_area = np.moveaxis(counts, -1, 0)
-    keep = pred_area >= np.maximum(min_area, 1)
+    keep = pred_area >= postprocess.least_area(min_area)
     return np.where(keep, intersection, 0), np.where(keep, pred_area, 0), true_area
 
 
@@ -101,94 +104,66 @@ def scores_at(counts: np.ndarray, threshold_index: tuple[int, ...],
     return metrics.summarize(*apply_min_area(chosen, np.asarray(min_area)[None, :]))
 
 
-def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None = None,
-           tta: str = "none", batch_size: int = 8, workers: int = 2,
-           min_component: tuple[int, ...] = (0,) * N_CLASSES, n_overlays: int = 4,
-           device: str = "auto", quiet: bool = False) -> dict:
-    """OOF predictions of every fold's best model, tuning, reports; returns the cv.json dict."""
-    from pipeline import data, distributed, fileio, folds, plots, predict
-    from pipeline.config import code_version, resolve_data_dir, resolve_run_dir
-    from pipeline.train import checkpoint_paths
-
-    paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
-    labels, image_ids = data.load_train(paths)
+def _collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict,
+             min_component: tuple[int, ...], n_overlays: int, context: distributed.Context):
+    """Every fold's best model on its own validation images -> (accumulator, examples, infos)."""
+    table, image_ids = labels.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
-    fold_ids = sorted(set(split["fold"])) if fold_ids is None else fold_ids
-    rles = data.rle_table(labels, image_ids)
-    context = distributed.setup(device)
-    accumulator, examples, cfg = None, [], None
-    for fold, path in zip(fold_ids, checkpoint_paths(run.root, fold_ids)):
-        models, cfg = predict.load_models([path], context.device)
-        accumulator = accumulator or OOFAccumulator(cfg.head, default_thresholds(cfg.head),
+    rles = labels.rle_table(table, image_ids)
+    accumulator, examples, infos = None, [], []
+    for fold, path in zip(fold_ids, run.find_checkpoints(fold_ids)):
+        ensemble = predict.load_models([path], context.device)
+        infos.append(ensemble.infos[0].as_dict())
+        accumulator = accumulator or OOFAccumulator(ensemble.head,
+                                                    default_thresholds(ensemble.head),
                                                     min_component)
         _, val_ids = folds.split_ids(split, fold)
-        loader = predict.make_loader(paths.train_images, val_ids, cfg, batch_size, workers, rles)
+        loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
+                                     settings["batch_size"], settings["workers"], rles)
         for ids, probs, truth in predict.iterate_probabilities(
-                models, loader, cfg.head, context.device, tta, quiet, desc=f"OOF fold {fold}"):
+                ensemble, loader, context.device, settings["tta"], settings["amp"],
+                settings["quiet"], desc=f"OOF fold {fold}"):
             accumulator.add(ids, probs, truth)
             for i in np.flatnonzero(truth.flatten(1).any(dim=1).cpu().numpy()):
                 if len(examples) < n_overlays:
                     examples.append((ids[i], probs[i:i + 1].cpu(), truth[i].cpu().numpy()))
-    counts, thresholds = accumulator.counts(), accumulator.thresholds
+    return accumulator, examples, infos
+
+
+def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None = None,
+           tta: str = "none", batch_size: int = 8, workers: int = 2,
+           min_component: tuple[int, ...] = (0,) * N_CLASSES, n_overlays: int = 4,
+           device: str = "auto", amp: str = "auto", quiet: bool = False) -> dict:
+    """OOF predictions of every fold's best model, tuning, reports; returns the cv.json dict."""
+    paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
+    if fold_ids is None:
+        fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
+    context = distributed.setup(device)
+    settings = {"tta": tta, "batch_size": batch_size, "workers": workers, "amp": amp,
+                "quiet": quiet}
+    accumulator, examples, infos = _collect(run, paths, fold_ids, settings, min_component,
+                                            n_overlays, context)
+    counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
     tuning = tune(counts)
-    k_default = thresholds.index(None if cfg.head == "softmax" else 0.5)
+    k_default = thresholds.index(None if head == "softmax" else 0.5)
     default = scores_at(counts, (k_default,) * N_CLASSES, (0,) * N_CLASSES)
     tuned = scores_at(counts, tuning.threshold_index, tuning.min_area)
-    params = postprocess.PostProcess(head=cfg.head, min_area=tuning.min_area,
+    params = postprocess.PostProcess(head=head, min_area=tuning.min_area,
                                      threshold=[thresholds[k] for k in tuning.threshold_index],
                                      min_component=min_component)
     params.save(run.postprocess_json)
     report = {"folds": fold_ids, "n_images": len(accumulator.image_ids), "tta": tta,
               "default": default.as_dict(), "tuned": tuned.as_dict(),
-              "postprocess": dict(params.__dict__), "config": cfg.as_dict(),
+              "postprocess": dict(params.__dict__), "models": infos,
               "grid": {"thresholds": list(thresholds), "min_areas": list(MIN_AREAS)},
               "code_version": code_version()}
     fileio.write_json(run.reports / "cv.json", report)
-    plots.confusion(default.confusion, run.reports / "confusion_default.png", "default")
-    plots.confusion(tuned.confusion, run.reports / "confusion_tuned.png", "tuned")
-    plots.min_area_curves(tuning.grid, MIN_AREAS, thresholds, tuning.threshold_index,
-                          run.reports / "min_area.png")
+    reports.confusion(default.confusion, run.reports / "confusion_default.png", "default")
+    reports.confusion(tuned.confusion, run.reports / "confusion_tuned.png", "tuned")
+    reports.min_area_curves(tuning.grid, MIN_AREAS, thresholds, tuning.threshold_index,
+                            run.reports / "min_area.png")
     if examples:
-        plots.overlays([(image_id, data.read_image(paths.train_images / image_id), truth,
-                         postprocess.class_masks(probs, params)[0].numpy())
-                        for image_id, probs, truth in examples], run.reports / "overlays.png")
+        reports.overlays([(image_id, images.read_image(paths.train_images / image_id), truth,
+                           postprocess.class_masks(probs, params)[0].numpy())
+                          for image_id, probs, truth in examples], run.reports / "overlays.png")
     return report
-
-
-def format_report(report: dict) -> str:
-    """The CV table: default vs tuned post-processing."""
-    default, tuned = report["default"], report["tuned"]
-    lines = [f"OOF images: {report['n_images']}  folds: {report['folds']}  TTA: {report['tta']}",
-             f"{'':28}{'default':>10}{'tuned':>10}",
-             f"{'competition score':28}{default['score']:>10.4f}{tuned['score']:>10.4f}",
-             f"{'all-empty baseline':28}{default['all_empty_baseline']:>10.4f}"
-             f"{tuned['all_empty_baseline']:>10.4f}",
-             f"{'Dice on non-empty pairs':28}{default['nonempty']:>10.4f}"
-             f"{tuned['nonempty']:>10.4f}"]
-    for c in range(N_CLASSES):
-        lines.append(f"{f'class {c + 1}':28}{default['per_class'][c]:>10.4f}"
-                     f"{tuned['per_class'][c]:>10.4f}")
-    pp = report["postprocess"]
-    lines.append(f"tuned thresholds {pp['threshold']}  min_area {pp['min_area']}")
-    lines.append("confusion (rows: true number of defect classes, columns: predicted), tuned:")
-    lines.extend("  " + " ".join(f"{v:5d}" for v in row) for row in tuned["confusion"])
-    return "\n".join(lines)
-
-
-def compare_runs(reports: dict[str, dict]) -> str:
-    """Side-by-side table of several runs' cv.json: score, non-empty Dice, confusion."""
-    header = (f"{'run':16}{'score':>8}{'score':>8}{'non-empty':>11}{'non-empty':>11}"
-              f"{'all-empty':>11}")
-    lines = [header, f"{'':16}{'default':>8}{'tuned':>8}{'Dice def.':>11}{'Dice tuned':>11}"
-             f"{'baseline':>11}", "-" * len(header)]
-    for name, report in reports.items():
-        d, t = report["default"], report["tuned"]
-        lines.append(f"{name:16}{d['score']:>8.4f}{t['score']:>8.4f}{d['nonempty']:>11.4f}"
-                     f"{t['nonempty']:>11.4f}{d['all_empty_baseline']:>11.4f}")
-    for name, report in reports.items():
-        for which in ("default", "tuned"):
-            lines.append(f"{name} confusion ({which}; rows true, columns predicted number of "
-                         "defect classes):")
-            lines.extend("  " + " ".join(f"{v:5d}" for v in row)
-                         for row in report[which]["confusion"])
-    return "\n".join(lines)

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import fileio, metrics, rle
+from pipeline import fileio, metrics
 from pipeline.config import CLASS_IDS
+from pipeline.data import rle
 
 CURRENT = ["ImageId", "EncodedPixels", "ClassId"]
 ORIGINAL = ["ImageId_ClassId", "EncodedPixels"]
@@ -109,11 +110,11 @@ def _problems_original(table: pd.DataFrame, sample: Sample) -> list[str]:
 
 def _problems_current(table: pd.DataFrame, sample: Sample) -> list[str]:
     problems = []
-    known = set(sample.image_ids)
-    unknown = sorted(set(table["ImageId"]) - known)
+    present = set(table["ImageId"])
+    unknown = sorted(present - set(sample.image_ids))
     if unknown:
         problems.append(f"{len(unknown)} image(s) not in the sample, e.g. {unknown[0]}")
-    absent = [i for i in sample.image_ids if i not in set(table["ImageId"])]
+    absent = [i for i in sample.image_ids if i not in present]
     if absent:
         problems.append(f"{len(absent)} sample image(s) missing, e.g. {absent[0]}")
     order = list(dict.fromkeys(table["ImageId"]))

@@ -1,5 +1,5 @@
-"""Model outputs -> class probabilities -> binary class masks (one implementation for CV,
-predict and the kernel).
+"""Class probabilities -> binary class masks (one implementation for CV, predict and the
+kernel).
 
 Per class c: a pixel is on where ``probs[c] > threshold[c]`` (or, with ``threshold[c] = None``,
 where class c wins the argmax for the softmax head / ``p > 0.5`` for the sigmoid head); then
@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import fileio
 from pipeline.config import N_CLASSES
+from pipeline.models.forward import default_masks
 
 
 def _per_class(value: object, name: str, kind: type) -> tuple:
@@ -71,48 +71,24 @@ class PostProcess:
             raise ValueError(f"{path} is not a post-processing file: {error}") from None
 
 
-def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """``(N, 4, H, W)`` per-class probabilities from ``(N, 5|4, H, W)`` logits."""
-    if head == "softmax":
-        return logits.float().softmax(dim=1)[:, 1:]
-    if head == "sigmoid":
-        return logits.float().sigmoid()
-    raise ValueError(f"unknown head {head!r}; valid heads are 'softmax' and 'sigmoid'")
-
-
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(N, C, h, w)`` logits to ``size``; identity at the same size."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-
-
-def forward_padded(model: torch.nn.Module, images: torch.Tensor, stride: int = 32) -> torch.Tensor:
-    """Logits of images of any size: replicate-pad H, W up to a multiple of stride, then crop."""
-    height, width = images.shape[-2:]
-    pad_h, pad_w = -height % stride, -width % stride
-    if pad_h or pad_w:
-        images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
-    return model(images)[..., :height, :width]
-
-
-def argmax_labels(probs: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W)`` int64 argmax over background + 4 classes (background = 1 - sum of classes)."""
-    best, index = probs.max(dim=1)
-    return torch.where(best > 1.0 - probs.sum(dim=1), index + 1, 0)
+def least_area(min_area: object) -> np.ndarray:
+    """The smallest predicted area a class keeps under ``min_area`` (broadcasts): min_area 0
+    counts as 1, since an empty mask is empty whatever the threshold."""
+    return np.maximum(np.asarray(min_area, dtype=np.int64), 1)
 
 
 def pixel_masks(probs: torch.Tensor, head: str,
                 thresholds: tuple[float | None, ...]) -> torch.Tensor:
-    """``(N, 4, H, W)`` bool pixel masks: ``p > threshold``, or argmax / 0.5 where it is None."""
+    """``(N, 4, H, W)`` bool pixel masks: ``p > threshold``, or the head's default decision
+    (argmax for softmax, ``p > 0.5`` for sigmoid) where the threshold is None."""
     masks = torch.empty(probs.shape, dtype=torch.bool, device=probs.device)
-    labels = None
+    default = None
     for c, threshold in enumerate(thresholds):
-        if threshold is None and head == "softmax":
-            labels = argmax_labels(probs) if labels is None else labels
-            torch.eq(labels, c + 1, out=masks[:, c])
+        if threshold is None:
+            default = default_masks(probs, head) if default is None else default
+            masks[:, c] = default[:, c]
         else:
-            torch.gt(probs[:, c], 0.5 if threshold is None else threshold, out=masks[:, c])
+            torch.gt(probs[:, c], threshold, out=masks[:, c])
     return masks
 
 
@@ -138,16 +114,5 @@ def class_masks(probs: torch.Tensor, params: PostProcess) -> torch.Tensor:
     for c in range(N_CLASSES):
         masks[:, c] = remove_small_components(masks[:, c], params.min_component[c])
     area = torch.count_nonzero(masks, dim=(2, 3))
-    keep = area >= torch.tensor(params.min_area, device=masks.device).clamp(min=1)
+    keep = area >= torch.as_tensor(least_area(params.min_area), device=masks.device)
     return masks & keep[:, :, None, None]
-
-
-def default_masks(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """``(N, 4, H, W)`` bool masks at default thresholds: argmax (softmax) or p > 0.5 (sigmoid)."""
-    return class_masks(probabilities(logits, head), PostProcess(head=head))
-
-
-def pair_counts(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``(intersection, pred_area, true_area)`` ``(N, 4)`` int64 of bool ``(N, 4, H, W)`` masks."""
-    truth = truth.bool()
-    return ((pred & truth).sum(dim=(2, 3)), pred.sum(dim=(2, 3)), truth.sum(dim=(2, 3)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import fileio
+from pipeline import fileio, plotting
 from pipeline.config import RunPaths
 
 
@@ -36,9 +36,7 @@ def write(run: RunPaths, fold: int, rows: list[dict]) -> None:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Loss (train, validation) and validation score per epoch, as a PNG."""
-    from pipeline import plots
-
-    plt = plots.pyplot()
+    plt = plotting.pyplot()
     table = pd.DataFrame(rows)
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax_loss.plot(table["epoch"], table["train_loss"], marker="o", label="train")
@@ -51,4 +49,4 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax_score.set(xlabel="epoch", ylabel="Dice", title=f"{title}: validation")
     ax_score.legend()
     fig.tight_layout()
-    plots.save(fig, path)
+    plotting.save(fig, path)

@@ -5,7 +5,7 @@ the softmax head, 4 for the sigmoid head) and masks ``(N, 4, H, W)`` (bool/uint8
 channel per defect class, the same target for both heads), and returns a scalar float32 tensor.
 Logits are cast to float32 first, so the losses are safe under bf16/fp16 autocast.
 
-For the softmax head the target is one label per pixel, ``masks_to_labels``: 0 = background,
+For the softmax head the target is one label per pixel, ``data.labels.label_map``: 0 = background,
 else the highest class id whose mask covers the pixel (overlaps are rare in Severstal).
 
 Soft Dice (both heads), with ``p`` the probabilities of the 4 defect classes (softmax channels
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import N_CLASSES
+from pipeline.data.labels import label_map
 
 SMOOTH = 1.0
 
@@ -40,12 +41,6 @@ LOSSES: dict[str, tuple[str, float, float]] = {
     "bce": ("sigmoid", 1.0, 0.0),
     "bce+dice": ("sigmoid", 1.0, 1.0),
 }
-
-
-def masks_to_labels(masks: torch.Tensor) -> torch.Tensor:
-    """``(N, 4, H, W)`` 0/1 masks -> ``(N, H, W)`` int64 labels: highest class id wins, 0 = none."""
-    class_ids = torch.arange(1, masks.shape[1] + 1, device=masks.device).view(1, -1, 1, 1)
-    return (masks.bool() * class_ids).amax(dim=1)
 
 
 def soft_dice_loss(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -92,7 +87,7 @@ class SoftmaxLoss(nn.Module):
     def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, 5, H, W)``, masks ``(N, 4, H, W)`` -> scalar loss."""
         _check_shapes(logits, masks, N_CLASSES + 1)
-        logits, labels = logits.float(), masks_to_labels(masks)
+        logits, labels = logits.float(), label_map(masks)
         loss = logits.new_zeros(())
         if self.ce_weight:
             weight = _on(self.class_weights, logits)

@@ -1,4 +1,5 @@
-"""The only module that imports ``kaggle``: credentials, the client, retries, errors, the calls.
+"""The only module that imports ``kaggle``: credentials, the client, retries, errors, the
+calls, and the owner/slug rules.
 
 ``import kaggle`` authenticates at import time, so it happens inside ``client()`` once
 ``check_credentials()`` has found credentials. Every remote call goes through ``call()``: HTTP
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -19,7 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-COMPETITION = "severstal-steel-defect-detection"
+from pipeline.config import COMPETITION
+
+log = logging.getLogger(__name__)
+
 COMPETITION_URL = f"https://www.kaggle.com/c/{COMPETITION}"
 RULES_URL = f"{COMPETITION_URL}/rules"
 TOKEN_URL = "https://www.kaggle.com/settings"
@@ -31,8 +36,26 @@ NO_COMPETITION = (f"unknown competition {COMPETITION!r} (HTTP 404): check that {
                   "exists and that this account can see it")
 
 
+# Kaggle's rules for an owner/slug reference: the owner's user name, then a slug of letters,
+# digits and dashes; a dataset slug has 6 to 50 characters, a kernel slug up to 50.
+REF_RE = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9-]+")
+SLUG_LENGTHS = {"dataset": (6, 50), "kernel": (1, 50)}
+
+
 class KaggleError(RuntimeError):
     """A Kaggle call failed; the message says why and what to do."""
+
+
+def check_ref(ref: str | None, flag: str, kind: str) -> str:
+    """``ref`` if it is a valid ``owner/slug`` of a dataset or kernel, else a ValueError."""
+    least, most = SLUG_LENGTHS[kind]
+    slug = (ref or "").partition("/")[2]
+    if not REF_RE.fullmatch(ref or "") or not least <= len(slug) <= most:
+        size = f"{least}-{most}" if least > 1 else f"at most {most}"
+        raise ValueError(f"{flag} {ref!r} is not an owner/slug {kind} reference: the owner's "
+                         f"user name, '/', then a slug of {size} letters, digits or dashes "
+                         f"(e.g. alice/severstal-{'weights' if kind == 'dataset' else 'kernel'})")
+    return ref
 
 
 def config_dir() -> Path:
@@ -47,8 +70,7 @@ def config_dir() -> Path:
 
 def _warn_if_shared(path: Path, warn: bool) -> None:
     if warn and os.name != "nt" and path.stat().st_mode & 0o077:
-        print(f"warning: {path} is readable by other users: run `chmod 600 {path}`",
-              file=sys.stderr)
+        log.warning("%s is readable by other users: run `chmod 600 %s`", path, path)
 
 
 def check_credentials(warn: bool = True) -> str:
@@ -149,8 +171,8 @@ def call(what: str, fn: Callable[..., Any], *args: Any, rules: bool = False,
             if status not in retry_on or attempt == tries:
                 raise KaggleError(_explain(error, status, what, rules, missing, attempt)) from None
             wait = _retry_after(error.response) or delay * 2 ** (attempt - 1)
-            print(f"warning: HTTP {status} while {what}; retry {attempt}/{tries - 1} in "
-                  f"{wait:.3g} s", file=sys.stderr)
+            log.warning("HTTP %s while %s; retry %d/%d in %.3g s", status, what, attempt,
+                        tries - 1, wait)
             time.sleep(wait)
         except (requests.ConnectionError, requests.Timeout) as error:
             reason = re.search(r"\[Errno -?\d+\][^'\")]*", str(error))
@@ -242,6 +264,5 @@ def wait_for_score(ref: int, poll_seconds: float, timeout: float, quiet: bool) -
             raise KaggleError(f"submission {ref} still {status} after {timeout:g} s: see "
                               f"{COMPETITION_URL}/submissions")
         if not quiet:
-            print(f"submission {ref}: {status}; next check in {poll_seconds:g} s",
-                  file=sys.stderr)
+            log.info("submission %s: %s; next check in %g s", ref, status, poll_seconds)
         time.sleep(poll_seconds)

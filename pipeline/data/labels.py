@@ -1,20 +1,20 @@
-"""The competition's CSV formats -> one canonical table of labels, and masks of an image."""
+"""The competition's CSV formats -> one canonical table of labels; the masks of an image."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
+import torch
 
-from pipeline import rle
 from pipeline.config import CLASS_IDS, HEIGHT, N_CLASSES, WIDTH, DataPaths
+from pipeline.data import rle
+from pipeline.data.images import list_images
 
 LABEL_COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 CURRENT_HEADER = ["ImageId", "ClassId", "EncodedPixels"]
 ORIGINAL_HEADER = ["ImageId_ClassId", "EncodedPixels"]
-IMAGE_SUFFIX = ".jpg"
 
 
 def _line(index: int) -> int:
@@ -67,14 +67,6 @@ def read_labels(path: Path) -> pd.DataFrame:
     return labels.sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
 
 
-def list_images(images_dir: Path) -> list[str]:
-    """Sorted file names of the JPEGs in a directory (the ImageIds)."""
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"{images_dir} is not a directory: run `make download` or "
-                                "`make sample-data` to create the dataset")
-    return sorted(p.name for p in images_dir.iterdir() if p.suffix == IMAGE_SUFFIX)
-
-
 def load_train(data: DataPaths) -> tuple[pd.DataFrame, list[str]]:
     """Labels of train.csv and every training image id, defect-free ones included.
 
@@ -108,25 +100,15 @@ def masks_from_rles(rles: list[str], shape: tuple[int, int] = (HEIGHT, WIDTH)) -
     return np.stack([rle.decode(encoded, shape) for encoded in rles])
 
 
-def label_map(masks: np.ndarray) -> np.ndarray:
-    """The single-label ``(H, W)`` uint8 map 0..4 of ``(4, H, W)`` masks (0 = background).
+def label_map(masks: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The single-label map 0..4 of ``(..., 4, H, W)`` 0/1 masks (0 = background).
 
     Where classes overlap the highest class id wins (class 4 over 3 over 2 over 1), so a
     pixel gets exactly one label; real labels overlap on well under 0.1% of defect pixels.
+    A numpy array gives an ``(..., H, W)`` uint8 array, a tensor an int64 tensor (the target
+    of cross-entropy) on the same device.
     """
-    weights = np.arange(1, masks.shape[0] + 1, dtype=np.uint8)[:, None, None]
-    return (masks.astype(bool) * weights).max(axis=0)
-
-
-def read_image(path: Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
-    """The ``(H, W, 3)`` uint8 RGB image at path; clear errors for missing, corrupt, wrong size."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"image {path} cannot be decoded (corrupt or not a JPEG): "
-                         "re-download it or pass --skip-bad-images")
-    if image.shape[:2] != shape:
-        raise ValueError(f"image {path} is {image.shape[1]}x{image.shape[0]}, expected "
-                         f"{shape[1]}x{shape[0]} (width x height)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    tensor = torch.as_tensor(masks)
+    class_ids = torch.arange(1, tensor.shape[-3] + 1, dtype=torch.uint8, device=tensor.device)
+    labels = (tensor.bool() * class_ids.view(-1, 1, 1)).amax(dim=-3)
+    return labels.numpy() if isinstance(masks, np.ndarray) else labels.long()

@@ -1,7 +1,7 @@
-"""Builds the offline Kaggle kernel: one script embedding the ``pipeline`` package source.
+"""Builds the offline Kaggle kernel: one script embedding what inference needs of ``pipeline``.
 
 The script bootstraps with the standard library only: it writes the embedded zip of the package
-to a temporary file, puts it on ``sys.path`` (zipimport) and runs ``pipeline.kernel.main``.
+to a temporary file, puts it on ``sys.path`` (zipimport) and runs ``pipeline.kaggle.kernel.main``.
 The build is deterministic: the same source gives the same bytes (sorted members, fixed
 timestamps and permissions, fixed compression level).
 """
@@ -16,9 +16,15 @@ import zipfile
 from pathlib import Path
 
 from pipeline import fileio
+from pipeline.config import COMPETITION
+from pipeline.kaggle import api
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-COMPETITION = "severstal-steel-defect-detection"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# What inference needs, and only that: the ground floor, data, models, inference, the kernel.
+# Training, the CLI and the Kaggle client stay out (a test checks that the imports close).
+KERNEL_PARTS = ("__init__.py", "config.py", "fileio.py", "checkpoint.py", "metrics.py",
+                "distributed.py", "plotting.py", "console.py", "data/", "models/", "inference/",
+                "kaggle/__init__.py", "kaggle/kernel.py")
 SCRIPT_NAME = "severstal_kernel.py"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -53,14 +59,23 @@ def bootstrap():
 
 if __name__ == "__main__":
     bootstrap()
-    from pipeline import kernel
+    from pipeline.kaggle import kernel
     sys.exit(kernel.main(STARTED))
 '''
 
 
+def kernel_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The ``.py`` files of the package that the kernel embeds (``KERNEL_PARTS``), sorted."""
+    def wanted(relative: str) -> bool:
+        return any(relative == part or (part.endswith("/") and relative.startswith(part))
+                   for part in KERNEL_PARTS)
+    return sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts
+                  and wanted(p.relative_to(package_dir).as_posix()))
+
+
 def package_zip(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, int]:
-    """Deterministic zip bytes of every ``.py`` file of the package, and their number."""
-    files = sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts)
+    """Deterministic zip bytes of the kernel's files of the package, and their number."""
+    files = kernel_files(package_dir)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for path in files:
@@ -81,9 +96,8 @@ def kernel_script(version: str, package_dir: Path = PACKAGE_DIR) -> str:
 
 def kernel_metadata(kernel_id: str, title: str, weights_dataset: str) -> dict:
     """kernel-metadata.json: a GPU script with the internet OFF and the weights attached."""
-    if "/" not in kernel_id or "/" not in weights_dataset:
-        raise ValueError(f"--kernel {kernel_id!r} and --weights-dataset {weights_dataset!r} must "
-                         "both be owner/slug")
+    api.check_ref(kernel_id, "--kernel", "kernel")
+    api.check_ref(weights_dataset, "--weights-dataset", "dataset")
     if len(title) < 5:
         raise ValueError(f"--title {title!r} must have at least 5 characters")
     return {"id": kernel_id, "title": title, "code_file": SCRIPT_NAME, "language": "python",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +12,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from pipeline import data
 from pipeline.config import HEIGHT, WIDTH
+from pipeline.data import images, labels
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,6 @@ class Transform:
     def input_size(self) -> tuple[int, int]:
         """The (height, width) the model sees for a full image."""
         return round(HEIGHT * self.scale), round(WIDTH * self.scale)
-
-
-def resize(image: np.ndarray, size: tuple[int, int], masks: bool = False) -> np.ndarray:
-    """Resize ``(H, W, C)`` to ``size`` = (h, w): area for images, nearest for masks."""
-    if image.shape[:2] == size:
-        return image
-    interpolation = cv2.INTER_NEAREST if masks else cv2.INTER_AREA
-    resized = cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
-    return resized.reshape(size + image.shape[2:])
 
 
 class SteelDataset(Dataset):
@@ -72,22 +65,22 @@ class SteelDataset(Dataset):
     def _masks(self, image_id: str) -> np.ndarray:
         if self.rles is None:
             return np.zeros((4, 0, 0), dtype=np.uint8)
-        return data.masks_from_rles(list(self.rles.loc[image_id]))
+        return labels.masks_from_rles(list(self.rles.loc[image_id]))
 
     def __getitem__(self, index: int) -> dict | None:
         image_id = self.image_ids[index]
         try:
-            image = data.read_image(self.image_dir / image_id)
+            image = images.read_image(self.image_dir / image_id)
         except (FileNotFoundError, ValueError) as error:
             if not self.skip_bad_images:
                 raise
-            warnings.warn(f"skipped: {error}", stacklevel=2)
+            log.warning("skipped: %s", error)
             return None
         masks = self._masks(image_id)
         t = self.transform
-        image = resize(image, t.input_size())
+        image = images.resize(image, t.input_size())
         if not self.full_masks and self.rles is not None:
-            masks = resize(masks.transpose(1, 2, 0), t.input_size(), masks=True).transpose(2, 0, 1)
+            masks = images.resize(masks.transpose(1, 2, 0), t.input_size(), masks=True).transpose(2, 0, 1)
         if t.crop is not None:  # training only, where there are masks
             top = int(torch.randint(0, image.shape[0] - t.crop[0] + 1, ()))
             left = int(torch.randint(0, image.shape[1] - t.crop[1] + 1, ()))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,41 +13,35 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from pipeline import checkpoint, data, distributed, folds, history, metrics, postprocess
-from pipeline.config import HEIGHT, WIDTH, TrainConfig, code_version, resolve_data_dir, \
-    resolve_run_dir
-from pipeline.dataset import SteelDataset, Transform, collate, to_model_input
-from pipeline.losses import build_loss
-from pipeline.model import build_model, model_info
+from pipeline import checkpoint, distributed, metrics
+from pipeline.config import HEIGHT, WIDTH, RunPaths, TrainConfig, code_version, \
+    resolve_data_dir, resolve_run_dir
+from pipeline.data import folds, labels
+from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
+from pipeline.models import forward
+from pipeline.models.losses import build_loss
+from pipeline.models.registry import build_model, model_info
+from pipeline.training import history
+
+log = logging.getLogger(__name__)
 
 
 def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDataset]:
     """Training (cropped, flipped) and validation (full image) datasets of one fold."""
     paths, run = resolve_data_dir(cfg.data_dir), resolve_run_dir(cfg.run_dir)
-    labels, image_ids = data.load_train(paths)
+    table, image_ids = labels.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
     train_ids, val_ids = folds.split_ids(split, fold)
     if cfg.limit_images:
         train_ids = train_ids[:cfg.limit_images]
         val_ids = val_ids[:max(1, cfg.limit_images // 4)]
-    rles = data.rle_table(labels, image_ids)
+    rles = labels.rle_table(table, image_ids)
     train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=True)
     val_t = Transform(scale=cfg.scale)
     return (SteelDataset(paths.train_images, train_ids, rles, train_t,
                          skip_bad_images=cfg.skip_bad_images),
             SteelDataset(paths.train_images, val_ids, rles, val_t, full_masks=True,
                          skip_bad_images=cfg.skip_bad_images))
-
-
-def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA as configured; nothing on CPU or with ``--amp none``."""
-    amp = cfg.amp
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
-    if amp == "none" or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast("cuda", dtype=dtype)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps_total: int):
@@ -85,8 +78,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
             continue
         images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device, non_blocking=True)
-        with autocast(cfg, context.device):
-            loss = loss_fn(postprocess.forward_padded(model, images), masks)
+        with forward.autocast(cfg.amp, context.device):
+            loss = loss_fn(forward.forward_padded(model, images), masks)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {epoch}, step {steps}: nothing was saved "
@@ -121,15 +114,15 @@ def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Cont
             continue
         images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device)
-        with autocast(cfg, context.device):
-            logits = postprocess.forward_padded(model, images)
+        with forward.autocast(cfg.amp, context.device):
+            logits = forward.forward_padded(model, images)
         # The loss at the model's resolution, as in training; the score on the 256x1600 grid.
         small = F.interpolate(masks.float(), size=logits.shape[-2:], mode="nearest")
         total_loss += loss_fn(logits.float(), small).item() * len(images)
-        logits = postprocess.upsample(logits, (HEIGHT, WIDTH))
+        probs = forward.probabilities(forward.upsample(logits, (HEIGHT, WIDTH)), cfg.head)
         n_images += len(images)
-        pred = postprocess.default_masks(logits, cfg.head)
-        counts.append(torch.stack(postprocess.pair_counts(pred, masks)).cpu().numpy())
+        pred = forward.default_masks(probs, cfg.head)
+        counts.append(torch.stack(metrics.pair_counts(pred, masks)).cpu().numpy())
     local = np.concatenate(counts, axis=1) if counts else np.zeros((3, 0, 4), dtype=np.int64)
     merged = np.concatenate(distributed.gather(local, context), axis=1)
     scores = metrics.summarize(*merged)
@@ -156,36 +149,51 @@ def make_loader(dataset, cfg: TrainConfig, context: distributed.Context, epoch: 
                       drop_last=train and len(dataset) >= cfg.batch_size * context.world_size)
 
 
+def _resume(path, model, optimizer, scheduler, scaler, context) -> int:
+    """Load ``last.pt`` into the training objects; returns the next epoch."""
+    state = checkpoint.load(path, context.device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return state["epoch"] + 1
+
+
+def _save(run: RunPaths, fold: int, state: dict, is_best: bool, log_rows: list[dict]) -> None:
+    """Write ``last.pt`` (and ``best.pt``) and the fold's logs and curves (rank 0 only)."""
+    fold_dir = run.fold_dir(fold)
+    checkpoint.save(fold_dir / "last.pt", state)
+    if is_best:
+        checkpoint.save(fold_dir / "best.pt", state)
+    history.write(run, fold, log_rows)
+
+
 def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
                context: distributed.Context | None = None) -> dict:
     """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best."""
     context = context or distributed.setup(cfg.device)
     run = resolve_run_dir(cfg.run_dir)
-    ckpt_dir = checkpoint.fold_dir(run.checkpoints, fold)
+    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights)  # refuse a bad pair before data
     train_set, val_set = fold_datasets(cfg, fold)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, head=cfg.head, encoder_weights=cfg.encoder_weights,
-                        background_prior=cfg.background_prior).to(context.device)
+                        background_prior=cfg.background_prior,
+                        input_scale=cfg.scale).to(context.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights)
     per_epoch = max(1, len(train_set) // (cfg.batch_size * context.world_size))
     # The schedule spans every epoch; --max-steps only stops the run early (smoke runs).
     optimizer, scheduler = build_optimizer(cfg, model, per_epoch * cfg.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16"
-                                  and context.device.type == "cuda")
-    start_epoch, log = 0, []
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=forward.amp_dtype(cfg.amp, context.device) == torch.float16)
+    start_epoch, rows = 0, []
     if resume:
-        state = checkpoint.load(ckpt_dir / "last.pt", context.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"] + 1
-        log = history.read(run.logs, fold)[:start_epoch]
+        start_epoch = _resume(run.fold_dir(fold) / "last.pt", model, optimizer, scheduler,
+                              scaler, context)
+        rows = history.read(run.logs, fold)[:start_epoch]
     net = DistributedDataParallel(model) if context.distributed else model
-    best = max(log, key=lambda row: row["val_score"], default=None)
-    steps_done = sum(row["steps"] for row in log)
+    best = max(rows, key=lambda row: row["val_score"], default=None)
+    steps_done = sum(row["steps"] for row in rows)
     for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"fold {fold}", unit="epoch",
                       disable=cfg.quiet or not context.is_main or None):
         if cfg.max_steps and steps_done >= cfg.max_steps:
@@ -199,20 +207,17 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
         row.update(evaluate(net, make_loader(val_set, cfg, context, epoch, False), loss_fn,
                             cfg, context))
         steps_done += row["steps"]
-        log.append(row)
+        rows.append(row)
         is_best = best is None or row["val_score"] > best["val_score"]
         best = row if is_best else best
         if context.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                      "epoch": epoch, "fold": fold, "config": cfg.as_dict(), "metrics": row,
-                     "model_info": model_info(model), "code_version": code_version()}
-            checkpoint.save(ckpt_dir / "last.pt", state)
-            if is_best:
-                checkpoint.save(ckpt_dir / "best.pt", state)
-            history.write(run, fold, log)
+                     "model_info": model_info(model).as_dict(), "code_version": code_version()}
+            _save(run, fold, state, is_best, rows)
             if row["skipped"]:
-                print(f"warning: skipped {row['skipped']} unreadable image(s) in epoch {epoch}")
+                log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
         distributed.barrier(context)
     return best or {}
 
@@ -224,9 +229,3 @@ def train_folds(cfg: TrainConfig, fold_ids: list[int], resume: bool = False) -> 
         return [train_fold(cfg, fold, resume=resume, context=context) for fold in fold_ids]
     finally:
         distributed.teardown(context)
-
-
-def checkpoint_paths(run_dir: Path, fold_ids: list[int], which: str = "best") -> list[Path]:
-    """``best.pt`` or ``last.pt`` of each fold."""
-    return [checkpoint.fold_dir(resolve_run_dir(run_dir).checkpoints, f) / f"{which}.pt"
-            for f in fold_ids]

@@ -1,4 +1,5 @@
-"""Report pictures: defect-count confusion, score vs min_area, truth and prediction overlays."""
+"""CV reports: the text tables (one run, several runs) and the pictures (defect-count
+confusion, score vs min_area, truth and prediction overlays)."""
 
 from __future__ import annotations
 
@@ -6,32 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import fileio
+from pipeline import plotting
+from pipeline.config import N_CLASSES
 
 CLASS_COLOURS = np.array([[255, 220, 0], [0, 200, 255], [255, 60, 60], [80, 255, 80]],
                          dtype=np.float32)  # RGB of classes 1..4
 
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save(fig, path: Path) -> None:
-    """Save a figure as PNG atomically and close it."""
-    with fileio.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    pyplot().close(fig)
-
-
 def confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     """Heat map of true (rows) vs predicted (columns) number of defect classes per image."""
-    plt = pyplot()
+    plt = plotting.pyplot()
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.imshow(matrix, cmap="Blues")
@@ -41,13 +26,13 @@ def confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     ax.set(xlabel="predicted defect classes", ylabel="true defect classes", title=title,
            xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))
     fig.tight_layout()
-    save(fig, path)
+    plotting.save(fig, path)
 
 
 def min_area_curves(grid: np.ndarray, min_areas: tuple[int, ...], thresholds: tuple,
                     chosen_k: tuple[int, ...], path: Path) -> None:
     """Per class, OOF class score vs min_area at the chosen pixel threshold."""
-    plt = pyplot()
+    plt = plotting.pyplot()
     fig, axes = plt.subplots(1, grid.shape[2], figsize=(4 * grid.shape[2], 3.2), sharey=True)
     for c, ax in enumerate(axes):
         ax.plot(min_areas, grid[chosen_k[c], :, c], marker="o")
@@ -56,7 +41,7 @@ def min_area_curves(grid: np.ndarray, min_areas: tuple[int, ...], thresholds: tu
                xlabel="min_area (pixels)", xscale="symlog")
     axes[0].set_ylabel("OOF Dice of the class")
     fig.tight_layout()
-    save(fig, path)
+    plotting.save(fig, path)
 
 
 def overlay(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -70,7 +55,7 @@ def overlay(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def overlays(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
     """Rows of (image, truth overlay, prediction overlay) for ``(id, image, truth, pred)``."""
-    plt = pyplot()
+    plt = plotting.pyplot()
     fig, axes = plt.subplots(len(examples), 3, figsize=(18, 1.3 * len(examples) + 0.6),
                              squeeze=False)
     for row, (image_id, image, truth, pred) in zip(axes, examples):
@@ -81,4 +66,43 @@ def overlays(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pat
             ax.axis("off")
     fig.suptitle("classes: 1 yellow, 2 cyan, 3 red, 4 green", fontsize=9)
     fig.tight_layout()
-    save(fig, path)
+    plotting.save(fig, path)
+
+
+def format_report(report: dict) -> str:
+    """The CV table: default vs tuned post-processing."""
+    default, tuned = report["default"], report["tuned"]
+    lines = [f"OOF images: {report['n_images']}  folds: {report['folds']}  TTA: {report['tta']}",
+             f"{'':28}{'default':>10}{'tuned':>10}",
+             f"{'competition score':28}{default['score']:>10.4f}{tuned['score']:>10.4f}",
+             f"{'all-empty baseline':28}{default['all_empty_baseline']:>10.4f}"
+             f"{tuned['all_empty_baseline']:>10.4f}",
+             f"{'Dice on non-empty pairs':28}{default['nonempty']:>10.4f}"
+             f"{tuned['nonempty']:>10.4f}"]
+    for c in range(N_CLASSES):
+        lines.append(f"{f'class {c + 1}':28}{default['per_class'][c]:>10.4f}"
+                     f"{tuned['per_class'][c]:>10.4f}")
+    pp = report["postprocess"]
+    lines.append(f"tuned thresholds {pp['threshold']}  min_area {pp['min_area']}")
+    lines.append("confusion (rows: true number of defect classes, columns: predicted), tuned:")
+    lines.extend("  " + " ".join(f"{v:5d}" for v in row) for row in tuned["confusion"])
+    return "\n".join(lines)
+
+
+def compare_runs(reports: dict[str, dict]) -> str:
+    """Side-by-side table of several runs' cv.json: score, non-empty Dice, confusion."""
+    header = (f"{'run':16}{'score':>8}{'score':>8}{'non-empty':>11}{'non-empty':>11}"
+              f"{'all-empty':>11}")
+    lines = [header, f"{'':16}{'default':>8}{'tuned':>8}{'Dice def.':>11}{'Dice tuned':>11}"
+             f"{'baseline':>11}", "-" * len(header)]
+    for name, report in reports.items():
+        d, t = report["default"], report["tuned"]
+        lines.append(f"{name:16}{d['score']:>8.4f}{t['score']:>8.4f}{d['nonempty']:>11.4f}"
+                     f"{t['nonempty']:>11.4f}{d['all_empty_baseline']:>11.4f}")
+    for name, report in reports.items():
+        for which in ("default", "tuned"):
+            lines.append(f"{name} confusion ({which}; rows true, columns predicted number of "
+                         "defect classes):")
+            lines.extend("  " + " ".join(f"{v:5d}" for v in row)
+                         for row in report[which]["confusion"])
+    return "\n".join(lines)

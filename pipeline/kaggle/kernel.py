@@ -35,7 +35,10 @@ def main(started: float | None = None) -> int:
     import torch
 
     import pipeline
-    from pipeline import distributed, postprocess, predict, submission
+    from pipeline import console, distributed
+    from pipeline.inference import postprocess, predict, submission
+
+    console.setup()
 
     started = time.time() if started is None else started
     input_root = Path(os.environ.get(INPUT_ROOT_ENV, "/kaggle/input"))
@@ -49,13 +52,13 @@ def main(started: float | None = None) -> int:
     sample = submission.read_sample(data_dir / "sample_submission.csv")
     predict.check_test_images(data_dir / "test_images", sample.image_ids, sample.path)
     context = distributed.setup(device)
-    models, cfg = predict.load_models(checkpoints, context.device)
+    ensemble = predict.load_models(checkpoints, context.device)
     params = postprocess.PostProcess.load(weights_dir / "postprocess.json")
-    print(f"start-up {time.time() - started:.2f} s (bootstrap, imports, {len(models)} models "
+    print(f"start-up {time.time() - started:.2f} s (bootstrap, imports, {len(ensemble)} models "
           f"loaded); predicting {len(sample.image_ids)} images")
     out = working / "submission.csv"
-    _, table = predict.write_submission(models, cfg, data_dir / "test_images", sample, params,
-                                        context, out, batch_size=8, workers=2,
+    _, table = predict.write_submission(ensemble, data_dir / "test_images", sample, params,
+                                        context, out, batch_size=8, workers=2, amp="auto",
                                         quiet=not sys.stderr.isatty())
     print(f"wrote {out}: {len(table)} rows in {time.time() - started:.1f} s")
     return 0

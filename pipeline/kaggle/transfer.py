@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import stat
 import zipfile
@@ -14,17 +13,17 @@ from pathlib import Path, PureWindowsPath
 
 from tqdm import tqdm
 
-from pipeline import checkpoint, fileio, kaggle_io
+from pipeline import checkpoint, fileio
+from pipeline.kaggle import api
 from pipeline.config import DataPaths, RunPaths, code_version
 
 MARKER = ".download-complete"
 WEIGHT_KEYS = ("model", "model_info", "config", "fold", "epoch", "code_version")
-DATASET_RE = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9-]{6,50}")
 
 
 def archive_path(data: DataPaths) -> Path:
     """Where the archive is downloaded: a hidden sibling of DATA_DIR (``*.tmp``: git-ignored)."""
-    return data.root.parent / f".{data.root.name}.download.tmp" / f"{kaggle_io.COMPETITION}.zip"
+    return data.root.parent / f".{data.root.name}.download.tmp" / f"{api.COMPETITION}.zip"
 
 
 def download(data: DataPaths, quiet: bool = False) -> Path:
@@ -37,7 +36,7 @@ def download(data: DataPaths, quiet: bool = False) -> Path:
         raise FileExistsError(f"{root} exists but has no {MARKER}, so it is not a finished "
                               "download: move it away or pass another --data-dir")
     try:
-        archive = kaggle_io.download_archive(archive_path(data).parent, quiet)
+        archive = api.download_archive(archive_path(data).parent, quiet)
     except KeyboardInterrupt:
         raise RuntimeError(f"interrupted; the partial download {archive_path(data)} is kept: "
                            "run the same command again to resume") from None
@@ -94,7 +93,7 @@ def extract_safely(archive: Path, target: Path, quiet: bool = False) -> int:
 
 def check_layout(data: DataPaths) -> tuple[int, int]:
     """The (train, test) image counts of a competition layout; ValueError naming what is wrong."""
-    from pipeline.data import list_images, read_image
+    from pipeline.data.images import list_images, read_image
 
     missing = [p.name for p in (data.train_csv, data.sample_submission) if not p.is_file()]
     missing += [f"{p.name}/" for p in (data.train_images, data.test_images) if not p.is_dir()]
@@ -153,11 +152,11 @@ def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: s
     return sorted(keep - {"dataset-metadata.json"})
 
 
-def _dataset_status(api, dataset: str) -> str | None:
+def _dataset_status(client, dataset: str) -> str | None:
     import requests
 
     try:
-        return api.dataset_status(dataset)
+        return client.dataset_status(dataset)
     except requests.HTTPError as error:
         if error.response is not None and error.response.status_code == 404:
             return None  # the slug is free
@@ -168,30 +167,27 @@ def upload_weights(run: RunPaths, checkpoints: list[Path] | None, dataset: str,
                    title: str | None = None, message: str | None = None, public: bool = False,
                    quiet: bool = False) -> str:
     """Stage the run's weights and create the Kaggle dataset, or add a version; returns its URL."""
-    if not DATASET_RE.fullmatch(dataset or ""):
-        raise ValueError(f"--dataset {dataset!r} is not 'owner/slug' with a slug of 6-50 "
-                         "letters, digits or dashes (e.g. alice/severstal-weights)")
+    api.check_ref(dataset, "--dataset", "dataset")
     if checkpoints is None:
-        checkpoints = sorted(run.checkpoints.glob("fold*/best.pt"))
+        checkpoints = run.find_checkpoints()
     slug = dataset.split("/")[1]
     folder = run.root / "kaggle-dataset"
     names = stage_weights(run, checkpoints, dataset, title or slug.replace("-", " ").title(),
                           folder)
     notes = message or f"code {code_version()}: {', '.join(names)}"
-    api, quiet_api = kaggle_io.client(), kaggle_io.quiet_client(quiet)
-    if kaggle_io.call(f"looking up dataset {dataset}", _dataset_status, api, dataset) is None:
-        response = kaggle_io.call(f"creating dataset {dataset}", api.dataset_create_new,
-                                  str(folder), public=public, quiet=quiet_api, dir_mode="skip",
-                                  retry_on=kaggle_io.RETRY_UNPROCESSED)
+    client, quiet_api = api.client(), api.quiet_client(quiet)
+    if api.call(f"looking up dataset {dataset}", _dataset_status, client, dataset) is None:
+        response = api.call(f"creating dataset {dataset}", client.dataset_create_new,
+                            str(folder), public=public, quiet=quiet_api, dir_mode="skip",
+                            retry_on=api.RETRY_UNPROCESSED)
         verb = "created"
     else:
-        response = kaggle_io.call(f"adding a version to dataset {dataset}",
-                                  api.dataset_create_version, str(folder), notes,
-                                  quiet=quiet_api, dir_mode="skip",
-                                  retry_on=kaggle_io.RETRY_UNPROCESSED)
+        response = api.call(f"adding a version to dataset {dataset}",
+                            client.dataset_create_version, str(folder), notes,
+                            quiet=quiet_api, dir_mode="skip", retry_on=api.RETRY_UNPROCESSED)
         verb = "added a version to"
     if response.error:
-        raise kaggle_io.KaggleError(f"Kaggle refused dataset {dataset}: {response.error}")
+        raise api.KaggleError(f"Kaggle refused dataset {dataset}: {response.error}")
     url = response.url or f"https://www.kaggle.com/datasets/{dataset}"
     print(f"{verb} {dataset} with {', '.join(names)}: {url}")
     return url

@@ -3,8 +3,9 @@ import itertools
 import numpy as np
 import torch
 
-from pipeline import cv, metrics, postprocess
-from pipeline.postprocess import PostProcess
+from pipeline import metrics
+from pipeline.inference import oof, postprocess
+from pipeline.inference.postprocess import PostProcess
 
 
 def random_set(seed=0, n=12, shape=(32, 48)):
@@ -28,10 +29,10 @@ def test_accumulator_equals_brute_force_on_every_grid_point():
     thresholds = (0.3, 0.5, 0.6)
     min_areas = (0, 2, 5, 9, 20, 60)
     probs, truth = random_set()
-    accumulator = cv.OOFAccumulator("sigmoid", thresholds)
+    accumulator = oof.OOFAccumulator("sigmoid", thresholds)
     accumulator.add([f"{i}" for i in range(6)], probs[:6], truth[:6])   # two batches
     accumulator.add([f"{i}" for i in range(6, 12)], probs[6:], truth[6:])
-    grid = cv.score_grid(accumulator.counts(), min_areas)
+    grid = oof.score_grid(accumulator.counts(), min_areas)
     for (k, t), (m, area) in itertools.product(enumerate(thresholds), enumerate(min_areas)):
         params = PostProcess(head="sigmoid", threshold=t, min_area=area)
         pred = postprocess.class_masks(probs, params).numpy()
@@ -41,11 +42,11 @@ def test_accumulator_equals_brute_force_on_every_grid_point():
 
 def test_tuning_picks_the_best_and_scores_match_brute_force():
     probs, truth = random_set(seed=1, n=16)
-    thresholds = cv.default_thresholds("softmax")
-    accumulator = cv.OOFAccumulator("softmax", thresholds)
+    thresholds = oof.default_thresholds("softmax")
+    accumulator = oof.OOFAccumulator("softmax", thresholds)
     accumulator.add([str(i) for i in range(16)], probs, truth)
     counts = accumulator.counts()
-    tuning = cv.tune(counts, (0, 3, 10, 30))
+    tuning = oof.tune(counts, (0, 3, 10, 30))
     for c in range(4):
         assert tuning.grid[tuning.threshold_index[c], (0, 3, 10, 30).index(tuning.min_area[c]),
                            c] == tuning.grid[:, :, c].max()
@@ -53,15 +54,15 @@ def test_tuning_picks_the_best_and_scores_match_brute_force():
                          min_area=tuning.min_area)
     pred = postprocess.class_masks(probs, params).numpy()
     brute = metrics.score_masks(pred, truth.numpy())
-    tuned = cv.scores_at(counts, tuning.threshold_index, tuning.min_area)
+    tuned = oof.scores_at(counts, tuning.threshold_index, tuning.min_area)
     assert tuned.score == brute.score and tuned.confusion == brute.confusion
-    default = cv.scores_at(counts, (0,) * 4, (0,) * 4)
+    default = oof.scores_at(counts, (0,) * 4, (0,) * 4)
     assert tuned.score >= default.score
 
 
 def test_min_area_rescues_empty_pairs():
     probs, truth = random_set(seed=2)
-    accumulator = cv.OOFAccumulator("sigmoid", (0.5,))
+    accumulator = oof.OOFAccumulator("sigmoid", (0.5,))
     accumulator.add([str(i) for i in range(12)], probs, truth)
-    grid = cv.score_grid(accumulator.counts(), (0, 10))
+    grid = oof.score_grid(accumulator.counts(), (0, 10))
     assert grid[0, 1].mean() > grid[0, 0].mean() + 0.05

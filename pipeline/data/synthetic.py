@@ -1,0 +1,132 @@
+"""Deterministic synthetic steel-strip dataset in the exact Severstal competition layout.
+
+Every image is drawn from its own ``np.random.default_rng([seed, index, split])``, so the
+output is byte-for-byte the same for a seed, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import fileio
+from pipeline.config import HEIGHT, N_CLASSES, WIDTH
+from pipeline.data.render import layout_masks, render_image, sample_layout
+from pipeline.data.rle import encode
+
+TRAIN, TEST = 0, 1
+JPEG_QUALITY = 90
+
+
+def _write_csv(path: Path, header: str, lines: list[str]) -> None:
+    """Atomically write a CSV: the header, then the lines sorted (ImageId, then ClassId)."""
+    fileio.write_bytes(path, "".join(f"{line}\n" for line in [header, *sorted(lines)]).encode())
+
+
+def _image_ids(seed: int, split: int, n: int, taken: set[str]) -> list[str]:
+    """n unique ids (9 hex digits + '.jpg') drawn from the seed, none of them in taken."""
+    rng, ids, seen = np.random.default_rng([seed, split, 0x1D]), [], set(taken)
+    while len(ids) < n:
+        for name in (f"{int(v):09x}.jpg" for v in rng.integers(0, 16 ** 9, size=n - len(ids))):
+            if name not in seen:
+                seen.add(name)
+                ids.append(name)
+    return ids
+
+
+def _make_image(job: tuple) -> list[str]:
+    """Worker: render one image, write its JPEG atomically, return its four RLE strings."""
+    path, seed, index, split, contrast = job
+    rng = np.random.default_rng([seed, index, split])
+    layout = sample_layout(rng)
+    gray = render_image(layout, rng, contrast)
+    ok, jpeg = cv2.imencode(".jpg", cv2.merge([gray, gray, gray]),
+                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    fileio.write_bytes(Path(path), jpeg.tobytes())
+    return [encode(mask) for mask in layout_masks(layout)]
+
+
+def _run_jobs(jobs: list[tuple], workers: int, quiet: bool) -> list[list[str]]:
+    """_make_image over the jobs, in job order, in a process pool when workers > 1.
+
+    The pool starts its processes fresh ("forkserver", else "spawn"), so a script that calls
+    write_dataset with workers > 1 needs the usual ``if __name__ == "__main__":`` guard.
+    """
+    bar = {"total": len(jobs), "desc": "synthetic images", "unit": "img", "disable": quiet or None}
+    if workers <= 1:
+        return list(tqdm(map(_make_image, jobs), **bar))
+    chunk = max(1, min(16, len(jobs) // (4 * workers)))
+    # Not "fork": a child forked while the parent's OpenCV thread pool is busy can deadlock.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with context.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        return list(tqdm(pool.imap(_make_image, jobs, chunksize=chunk), **bar))
+
+
+def _check_args(n_train: int, n_test: int, seed: int, workers: int | None) -> None:
+    """Raise ValueError, naming the argument and the fix, for any bad argument."""
+    def bad(value: object, least: int) -> bool:
+        is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        return not is_int or value < least
+    if bad(n_train, 1):
+        raise ValueError(f"n_train must be an integer >= 1, got {n_train!r}: ask for 1+ images")
+    if bad(n_test, 0):
+        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}: 0 means no test set")
+    if bad(seed, 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if workers is not None and bad(workers, 1):
+        raise ValueError(f"workers must be an integer >= 1 or None (all CPUs), got {workers!r}")
+
+
+def _write_labels(out_dir: Path, train: dict, test: dict, old_format: bool) -> None:
+    """train.csv, sample_submission.csv (current or original format) and test_truth.csv."""
+    def rows(labels: dict) -> list[str]:
+        return [f"{name},{c},{rle}" for name, rles in labels.items()
+                for c, rle in enumerate(rles, 1) if rle]
+    old = "ImageId_ClassId,EncodedPixels"
+    if old_format:
+        _write_csv(out_dir / "train.csv", old, [f"{name}_{c},{rle}" for name, rles in train.items()
+                                                for c, rle in enumerate(rles, 1)])
+        _write_csv(out_dir / "sample_submission.csv", old,
+                   [f"{name}_{c},1 1" for name in test for c in range(1, N_CLASSES + 1)])
+    else:
+        _write_csv(out_dir / "train.csv", "ImageId,ClassId,EncodedPixels", rows(train))
+        _write_csv(out_dir / "sample_submission.csv", "ImageId,EncodedPixels,ClassId",
+                   [f"{name},1 {HEIGHT * WIDTH},0" for name in test])
+    _write_csv(out_dir / "test_truth.csv", "ImageId,ClassId,EncodedPixels", rows(test))
+
+
+def write_dataset(out_dir: Path, n_train: int, n_test: int, seed: int = 0,
+                  old_format: bool = False, quiet: bool = False, workers: int | None = None,
+                  *, contrast: float = 1.0) -> dict:
+    """Write a synthetic dataset in the competition layout to out_dir; return a summary."""
+    start = time.perf_counter()
+    _check_args(n_train, n_test, seed, workers)
+    train_ids = _image_ids(seed, TRAIN, n_train, set())
+    test_ids = _image_ids(seed, TEST, n_test, set(train_ids))
+    folders = (Path(out_dir) / "train_images", Path(out_dir) / "test_images")
+    for folder, ids in zip(folders, (train_ids, test_ids)):
+        stale = sorted({p.name for p in folder.glob("*.jpg")} - set(ids))
+        if stale:  # never mix datasets: labels would be missing for the stale images
+            raise ValueError(f"out_dir: {folder} holds {len(stale)} images of another dataset "
+                             f"(e.g. {stale[0]}); pass an empty or new out_dir")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(folders[split] / name), seed, index, split, contrast)
+            for split, ids in ((TRAIN, train_ids), (TEST, test_ids))
+            for index, name in enumerate(ids)]
+    rles = _run_jobs(jobs, min(workers or os.cpu_count() or 1, len(jobs)), quiet)
+    train, test = dict(zip(train_ids, rles[:n_train])), dict(zip(test_ids, rles[n_train:]))
+    _write_labels(Path(out_dir), train, test, old_format)
+    per_class = {c: sum(bool(r[c - 1]) for r in train.values()) for c in range(1, N_CLASSES + 1)}
+    return {"n_train": n_train, "n_test": n_test, "train_rows_per_class": per_class,
+            "train_defect_free": sum(not any(r) for r in train.values()),
+            "seconds": round(time.perf_counter() - start, 2)}

@@ -1,0 +1,177 @@
+"""Inference: checkpoints -> fold ensemble (+ flip TTA) -> probabilities -> masks -> RLE rows.
+
+Each checkpoint carries its ``ModelInfo`` (architecture, head, input scale, normalisation,
+stride), so an ensemble is rebuilt and fed from the checkpoints alone: the loader decodes the
+images once at the largest input scale of the ensemble and a model trained at another scale
+gets them resized to its own on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline import checkpoint, distributed
+from pipeline.config import HEIGHT, WIDTH
+from pipeline.data import images as image_files
+from pipeline.data import rle
+from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
+from pipeline.inference import postprocess, submission
+from pipeline.models import forward
+from pipeline.models.registry import ModelInfo, model_info, rebuild
+
+TTA_MODES = {"none": ((),), "hflip": ((), (3,)), "hvflip": ((), (3,), (2,), (2, 3))}
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Eval-mode models of one head, each with the ``ModelInfo`` of its checkpoint."""
+
+    models: tuple[torch.nn.Module, ...]
+
+    @property
+    def infos(self) -> tuple[ModelInfo, ...]:
+        return tuple(model_info(m) for m in self.models)
+
+    @property
+    def head(self) -> str:
+        return self.infos[0].head
+
+    @property
+    def input_scale(self) -> float:
+        """The scale the loader decodes at: the largest of the models' input scales."""
+        return max(info.input_scale for info in self.infos)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def load_models(paths: list[Path], device: torch.device,
+                channels_last: bool = True) -> Ensemble:
+    """The ensemble of the checkpoints, refusing models of different heads."""
+    if not paths:
+        raise ValueError("no checkpoints given: train first or pass --checkpoints")
+    models, first = [], None
+    for path in paths:
+        model = rebuild(checkpoint.load(path), path)
+        info = model_info(model)
+        first = first or (path, info)
+        if (info.head, info.n_outputs) != (first[1].head, first[1].n_outputs):
+            raise ValueError(
+                f"{path} holds {info.name}/{info.head} with {info.n_outputs} outputs but "
+                f"{first[0]} holds {first[1].name}/{first[1].head} with {first[1].n_outputs}: "
+                "an ensemble averages the probabilities of one head")
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        models.append(model)
+    return Ensemble(tuple(models))
+
+
+def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
+    """``images`` resized to the model's input scale (area when shrinking), if not there yet."""
+    size = (round(HEIGHT * info.input_scale), round(WIDTH * info.input_scale))
+    if tuple(images.shape[-2:]) == size:
+        return images
+    shrink = size[0] < images.shape[-2]
+    resized = F.interpolate(images, size=size, mode="area" if shrink else "bilinear")
+    return resized.contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = "none",
+                           amp: str = "auto") -> torch.Tensor:
+    """``(N, 4, 256, 1600)`` class probabilities averaged over models and flips.
+
+    ``images``: ``(N, 3, h, w)`` float in [0, 1] at ``ensemble.input_scale``.
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown --tta {tta!r}; valid: {sorted(TTA_MODES)}")
+    total = None
+    for model, info in zip(ensemble.models, ensemble.infos):
+        inputs = model_input(images, info)
+        for dims in TTA_MODES[tta]:
+            flipped = inputs.flip(dims) if dims else inputs
+            with forward.autocast(amp, images.device):
+                logits = forward.forward_padded(model, flipped, info.stride)
+            probs = forward.probabilities(forward.upsample(logits, (HEIGHT, WIDTH)), info.head)
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total.add_(probs)
+    return total.div_(len(ensemble) * len(TTA_MODES[tta]))
+
+
+def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.device,
+                          tta: str = "none", amp: str = "auto", quiet: bool = False,
+                          desc: str = "predict") -> Iterator[tuple[list[str], torch.Tensor,
+                                                                   torch.Tensor | None]]:
+    """Yield ``(image_ids, probs (B, 4, H, W), true masks (B, 4, H, W) or None)`` per batch."""
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet or None):
+        images = to_model_input(batch["image"], device)
+        probs = ensemble_probabilities(ensemble, images, tta, amp)
+        masks = batch["masks"].to(device) if "masks" in batch else None
+        yield batch["image_id"], probs, masks
+
+
+def make_loader(image_dir: Path, image_ids: list[str], scale: float, batch_size: int,
+                workers: int, rles=None) -> DataLoader:
+    """Full images at ``scale``; masks at 256x1600 when ``rles`` is given."""
+    dataset = SteelDataset(image_dir, image_ids, rles, Transform(scale=scale), full_masks=True)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available())
+
+
+def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
+                 params: postprocess.PostProcess, context: distributed.Context,
+                 batch_size: int = 8, workers: int = 2, tta: str = "none", amp: str = "auto",
+                 quiet: bool = False) -> dict[str, list[str]]:
+    """``{image_id: [rle of class 1..4]}`` for this rank's share of the images."""
+    if params.head != ensemble.head:
+        raise ValueError(f"post-processing is for the {params.head} head but the checkpoints "
+                         f"have the {ensemble.head} head: rerun `make cv` for these checkpoints")
+    mine = image_ids[context.rank::context.world_size]
+    loader = make_loader(image_dir, mine, ensemble.input_scale, batch_size, workers)
+    out: dict[str, list[str]] = {}
+    for ids, probs, _ in iterate_probabilities(ensemble, loader, context.device, tta, amp,
+                                               quiet or not context.is_main):
+        masks = postprocess.class_masks(probs, params).cpu().numpy()
+        for image_id, image_masks in zip(ids, masks):
+            out[image_id] = [rle.encode(mask) for mask in image_masks]
+    return out
+
+
+def write_submission(ensemble: Ensemble, image_dir: Path, sample: submission.Sample,
+                     params: postprocess.PostProcess, context: distributed.Context, out: Path,
+                     batch_size: int = 8, workers: int = 2, tta: str = "none",
+                     amp: str = "auto",
+                     quiet: bool = False) -> tuple[dict[str, list[str]], object] | None:
+    """Predict every sample image (sharded over ranks), write ``out`` on rank 0, validate it.
+
+    Returns ``(rles by image, validated table)`` on rank 0, None on the other ranks.
+    """
+    rles = predict_rles(ensemble, image_dir, sample.image_ids, params, context,
+                        batch_size=batch_size, workers=workers, tta=tta, amp=amp, quiet=quiet)
+    shards = distributed.gather(rles, context)
+    if not context.is_main:
+        return None
+    merged = {k: v for shard in shards for k, v in shard.items()}
+    submission.write(submission.build(sample, merged), out)
+    return merged, submission.validate(out, sample)
+
+
+def check_test_images(image_dir: Path, sample_ids: list[str], sample_path: Path) -> None:
+    """Refuse a test directory whose images differ from the sample submission's ids."""
+    present = set(image_files.list_images(image_dir))
+    missing, extra = sorted(set(sample_ids) - present), sorted(present - set(sample_ids))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) of {sample_path} are not in {image_dir} (e.g. "
+            f"{', '.join(missing[:3])}): the test images and the sample file do not match")
+    if extra:
+        raise ValueError(f"{image_dir} holds {len(extra)} image(s) not in {sample_path} (e.g. "
+                         f"{', '.join(extra[:3])}): use the sample file of this test set")

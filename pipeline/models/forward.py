@@ -1,0 +1,79 @@
+"""Running a model: one precision policy, padding to the stride, resizing and probabilities.
+
+Precision (``amp``) is decided here for training, CV, predict and the kernel alike:
+``auto`` is bf16 on a CUDA device with native bf16 (compute capability 8.0 and newer: A100,
+H100, L4) and fp16 on older ones (T4, P100: Kaggle's GPUs), and full precision on the CPU;
+``none`` is always full precision; ``bf16``/``fp16`` force that type on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import Amp
+
+AMP_MODES = typing.get_args(Amp)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device``, or None for full precision."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"--amp {amp!r} is not valid; valid values: {', '.join(AMP_MODES)}")
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "auto":
+        fast_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
+        return torch.bfloat16 if fast_bf16 else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of ``amp`` on ``device`` (nothing for full precision)."""
+    dtype = amp_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def forward_padded(model: torch.nn.Module, images: torch.Tensor, stride: int = 32) -> torch.Tensor:
+    """Logits of images of any size: replicate-pad H, W up to a multiple of stride, then crop."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % stride, -width % stride
+    if pad_h or pad_w:
+        images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+    return model(images)[..., :height, :width]
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, C, h, w)`` logits to ``size``; identity at the same size."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """``(N, 4, H, W)`` per-class probabilities from ``(N, 5|4, H, W)`` logits."""
+    if head == "softmax":
+        return logits.float().softmax(dim=1)[:, 1:]
+    if head == "sigmoid":
+        return logits.float().sigmoid()
+    raise ValueError(f"unknown head {head!r}; valid heads are 'softmax' and 'sigmoid'")
+
+
+def argmax_labels(probs: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` int64 argmax over background + 4 classes (background = 1 - sum of classes)."""
+    best, index = probs.max(dim=1)
+    return torch.where(best > 1.0 - probs.sum(dim=1), index + 1, 0)
+
+
+def default_masks(probs: torch.Tensor, head: str) -> torch.Tensor:
+    """``(N, 4, H, W)`` bool masks of the head's own decision: the argmax over background and
+    the classes (softmax) or ``p > 0.5`` per class (sigmoid); no tuned post-processing."""
+    if head == "sigmoid":
+        return probs > 0.5
+    class_ids = torch.arange(1, probs.shape[1] + 1, device=probs.device).view(1, -1, 1, 1)
+    return argmax_labels(probs).unsqueeze(1) == class_ids

@@ -1,0 +1,156 @@
+"""Models by name: build one, describe it for its checkpoint, and rebuild it from there.
+
+Every model maps ``(N, 3, H, W)`` float images in [0, 1] to logits ``(N, n_outputs, H, W)``
+(5 outputs for the softmax head: background + 4 classes; 4 for the sigmoid head) and normalises
+its input itself. ``ModelInfo`` is what inference needs to rebuild and feed a model without the
+training config: architecture, head, outputs, input scale, normalisation and stride.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.config import N_CLASSES
+from pipeline.models import fcn32
+
+HEADS: dict[str, int] = {"softmax": N_CLASSES + 1, "sigmoid": N_CLASSES}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a registered architecture and what input it expects."""
+
+    build: Callable[..., nn.Module]     # build(n_outputs, encoder_weights) -> module
+    mean: tuple[float, float, float]    # input normalisation applied inside the model
+    std: tuple[float, float, float]
+    stride: int                         # H and W must be multiples of it
+
+
+MODELS: dict[str, ModelSpec] = {
+    "fcn32_vgg11": ModelSpec(fcn32.fcn32_vgg11, fcn32.IMAGENET_MEAN, fcn32.IMAGENET_STD,
+                             fcn32.STRIDE),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint says about its model; enough to rebuild it and feed it right."""
+
+    name: str
+    head: str
+    n_outputs: int
+    input_scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    stride: int
+    encoder_weights: str = "none"
+    n_classes: int = N_CLASSES
+
+    def as_dict(self) -> dict:
+        """A checkpoint- and JSON-safe dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, path: Path) -> "ModelInfo":
+        """The info of a checkpoint dict; checkpoints from before input scale and normalisation
+        were recorded take them from their training config and the registry."""
+        info = state.get("model_info")
+        if not isinstance(info, dict) or info.get("name") not in MODELS:
+            known = info.get("name") if isinstance(info, dict) else None
+            raise ValueError(f"{path} is not a checkpoint of this pipeline (model_info "
+                             f"{known!r}; known models: {sorted(MODELS)})")
+        spec = MODELS[info["name"]]
+        values = {"input_scale": (state.get("config") or {}).get("scale", 1.0),
+                  "mean": spec.mean, "std": spec.std, "stride": spec.stride, **info}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+                  if k in cls.__dataclass_fields__}
+        found = cls(**values)
+        if found.head not in HEADS or HEADS[found.head] != found.n_outputs:
+            raise ValueError(f"{path}: {found.n_outputs} outputs does not match model "
+                             f"{found.name} with head {found.head}")
+        return found
+
+
+def n_outputs(head: str) -> int:
+    """Output channels of a head: 5 for ``softmax`` (background + 4), 4 for ``sigmoid``."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid heads: {sorted(HEADS)}")
+    return HEADS[head]
+
+
+def set_background_prior(model: nn.Module, head: str, prior: float) -> None:
+    """Set the classifier bias so the initial per-pixel probability of background is ``prior``.
+
+    softmax: bias = [log p, log((1-p)/4) x 4]; sigmoid: every class channel gets logit(1-p),
+    i.e. each channel's probability of "not this class" is p. The classifier weights are
+    redrawn from N(0, 0.01^2) so the random features barely move the probabilities off the prior.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"background_prior must be in (0, 1), got {prior}")
+    classifier = model.classifier
+    with torch.no_grad():
+        nn.init.normal_(classifier.weight, std=0.01)
+        if head == "softmax":
+            classifier.bias[0] = math.log(prior)
+            classifier.bias[1:] = math.log((1.0 - prior) / N_CLASSES)
+        else:
+            classifier.bias.fill_(math.log((1.0 - prior) / prior))
+
+
+def build_model(name: str = "fcn32_vgg11", head: str = "softmax",
+                encoder_weights: str | os.PathLike = "none",
+                background_prior: float | None = None, input_scale: float = 1.0) -> nn.Module:
+    """A registered model mapping ``(N, 3, H, W)`` [0, 1] to logits ``(N, n_outputs(head), H, W)``.
+
+    ``encoder_weights``: "none" (random), "imagenet" (torchvision's IMAGENET1K_V1, from the
+    torch hub cache or a download) or the path of a torchvision ``vgg11`` state dict.
+    ``input_scale``: the scale of the 256x1600 images the model is trained and fed at.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+    spec = MODELS[name]
+    model = spec.build(n_outputs(head), encoder_weights=encoder_weights)
+    if background_prior is not None:
+        set_background_prior(model, head, background_prior)
+    model.info = ModelInfo(name=name, head=head, n_outputs=n_outputs(head),
+                           input_scale=float(input_scale), mean=spec.mean, std=spec.std,
+                           stride=spec.stride, encoder_weights=str(encoder_weights))
+    return model
+
+
+def model_info(model: nn.Module) -> ModelInfo:
+    """The ``ModelInfo`` of a built (or compiled, or DDP-wrapped) model."""
+    model = getattr(model, "_orig_mod", getattr(model, "module", model))
+    return model.info
+
+
+def rebuild(state: dict, path: Path) -> nn.Module:
+    """The model of a checkpoint dict, weights loaded, in eval mode, on the CPU."""
+    info = ModelInfo.from_checkpoint(state, path)
+    model = build_model(info.name, head=info.head, input_scale=info.input_scale)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{path}: the weights do not fit {info.name} with head {info.head} "
+                         f"({str(error).splitlines()[0]})") from None
+    model.info = info
+    return model.eval()
+
+
+def forward_flops(height: int = 256, width: int = 1600, name: str = "fcn32_vgg11",
+                  head: str = "softmax") -> int:
+    """FLOPs (2 per multiply-add) of one ``(1, 3, height, width)`` forward, counted on meta."""
+    with torch.device("meta"):
+        model = MODELS[name].build(n_outputs(head))
+        images = torch.empty(1, 3, height, width)
+    with FlopCounterMode(display=False) as counter:
+        model(images)
+    return int(counter.get_total_flops())

@@ -1,0 +1,107 @@
+"""The package's shape: imports run one way between its rooms, and its parts stay small."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from pipeline.kaggle import pack
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
+ENTRY = {"cli", "options", "__main__"}
+# room -> the rooms it may import from (its own included)
+ALLOWED = {
+    "ground": {"ground"},
+    "data": {"ground", "data"},
+    "models": {"ground", "data", "models"},
+    "training": {"ground", "data", "models", "training"},
+    "inference": {"ground", "data", "models", "inference"},
+    "kaggle": {"ground", "data", "models", "inference", "kaggle"},
+    "entry": {"ground", "data", "models", "training", "inference", "kaggle", "entry"},
+}
+
+
+def modules() -> dict[str, Path]:
+    """``pipeline.x.y`` -> file, for every module of the package."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def room(module: str) -> str:
+    """The room of ``pipeline.<part>...``: a stage folder, the entry point or the ground floor."""
+    part = module.split(".")[1] if "." in module else ""
+    if part in ENTRY:
+        return "entry"
+    return part if part in ALLOWED else "ground"
+
+
+def imports(path: Path, known: dict[str, Path]) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import in the file, function-level ones included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.lineno, node.module))
+            # ``from pipeline import cli`` imports the module pipeline.cli
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+                      if f"{node.module}.{alias.name}" in known]
+    return found
+
+
+def test_rooms_import_one_way():
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        for line, target in imports(path, known):
+            if target.split(".")[0] != "pipeline" or target == "pipeline":
+                continue
+            if room(target) not in ALLOWED[room(name)]:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({room(name)}) "
+                             f"imports {target} ({room(target)})")
+    assert wrong == []
+
+
+def test_only_the_entry_point_imports_cli_and_only_the_cli_parses_arguments():
+    known = modules()
+    for name, path in known.items():
+        targets = {target for _, target in imports(path, known)}
+        if name != "pipeline.__main__":
+            assert "pipeline.cli" not in targets, name
+        if room(name) != "entry":
+            assert "argparse" not in targets, name
+
+
+def test_only_the_api_module_imports_the_kaggle_client():
+    known = modules()
+    users = sorted(name for name, path in known.items()
+                   if any(t.split(".")[0] in ("kaggle", "kagglesdk")
+                          for _, t in imports(path, known)))
+    assert users == ["pipeline.kaggle.api"]
+
+
+def test_the_kernel_embeds_exactly_what_inference_needs():
+    """Every import of a packed file resolves inside the pack; no training, CLI or client."""
+    known = modules()
+    packed = {name for name, path in known.items() if path in pack.kernel_files(PACKAGE)}
+    assert "pipeline.kaggle.kernel" in packed and "pipeline.inference.predict" in packed
+    assert not any(room(name) in ("training", "entry") for name in packed)
+    assert "pipeline.kaggle.api" not in packed
+    for name in packed:
+        for line, target in imports(known[name], known):
+            if target.startswith("pipeline.") and target in known:
+                assert target in packed, f"{name}:{line} imports {target}, not packed"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
+def test_modules_and_functions_stay_small(path):
+    lines = path.read_text().splitlines()
+    assert len(lines) <= 300, f"{path.name} has {len(lines)} lines"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= 60, f"{path.name}:{node.lineno} {node.name} has {length} lines"
