@@ -202,8 +202,6 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if not 0.0 < self.scale <= 4.0:
-            raise ValueError(f"--scale {self.scale} must be in (0, 4]")
         if self.background_prior is not None and not 0.0 < self.background_prior < 1.0:
             raise ValueError(f"--background-prior must be in (0, 1), got {self.background_prior}")
 

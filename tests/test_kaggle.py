@@ -266,6 +266,26 @@ def kernel_dir(tmp_path: Path, **overrides) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("ref, words", [
+    ("tester/w", "slug of 6-50"),
+    ("tester/severstal_weights", "letters, digits or dashes"),
+    ("severstal-weights", "is not an owner/slug"),
+    ("tester/" + "x" * 51, "slug of 6-50"),
+])
+def test_one_owner_slug_rule_for_every_command(fake_kaggle, tmp_path, ref, words, capsys):
+    """upload-weights and kernel refuse the same dataset reference the same way, before any call."""
+    assert cli.main(["upload-weights", "--dataset", ref, "--run-dir", str(tmp_path)]) == 1
+    upload_error = capsys.readouterr().err
+    assert cli.main(["kernel", "--kernel", "tester/severstal-offline", "--weights-dataset", ref,
+                     "--out-dir", str(tmp_path / "k")]) == 1
+    kernel_error = capsys.readouterr().err
+    assert words in upload_error and words in kernel_error
+    assert upload_error.split(f"{ref!r}")[1] == kernel_error.split(f"{ref!r}")[1]
+    assert fake_kaggle.requests == [] and not (tmp_path / "k").exists()
+    assert cli.main(["kernel-status", "--kernel", "tester/severstal offline"]) == 1
+    assert "--kernel 'tester/severstal offline' is not an owner/slug" in capsys.readouterr().err
+
+
 def test_push_kernel_sends_the_script_with_internet_off(fake_kaggle, tmp_path, capsys):
     run("push-kernel", "--kernel-dir", str(kernel_dir(tmp_path)))
     (save,) = fake_kaggle.named("SaveKernel")

@@ -46,6 +46,29 @@ def test_bad_metadata_arguments(tmp_path, kernel, dataset, title, message):
         pack.build(tmp_path, kernel, title, dataset, "1.0")
 
 
+def test_kernel_out_dir_is_the_folder_written(tmp_path, capsys):
+    out = tmp_path / "custom" / "place"
+    assert run_cli("kernel", "--kernel", "me/severstal-kernel", "--weights-dataset",
+                   "me/severstal-weights", "--out-dir", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["kernel-metadata.json",
+                                                     "severstal_kernel.py"]
+
+
+def test_make_builds_and_pushes_one_kernel_dir():
+    """``make kernel`` writes KERNEL_DIR and ``make push-kernel`` pushes that same folder."""
+    root = Path(__file__).resolve().parent.parent
+    variables = ["KERNEL=me/severstal-kernel", "KAGGLE_DATASET=me/severstal-weights",
+                 "KERNEL_DIR=elsewhere/my-kernel", "VENV=.venv"]
+    planned = {}
+    for target in ("kernel", "push-kernel"):
+        result = subprocess.run(["make", "-n", "-o", ".venv/.installed", target, *variables],
+                                cwd=root, capture_output=True, text=True, check=True)
+        planned[target] = result.stdout
+    assert "--out-dir elsewhere/my-kernel" in planned["kernel"]
+    assert "--kernel-dir elsewhere/my-kernel" in planned["push-kernel"]
+
+
+@pytest.mark.slow
 def test_kernel_in_clean_environment_matches_predict(tmp_path):
     data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
     PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")

@@ -105,3 +105,26 @@ def test_modules_and_functions_stay_small(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= 60, f"{path.name}:{node.lineno} {node.name} has {length} lines"
+
+
+def test_the_competition_is_named_once():
+    named = [path.relative_to(PACKAGE.parent).as_posix() for path in PACKAGE.rglob("*.py")
+             if "severstal-steel-defect-detection" in path.read_text()]
+    assert named == ["pipeline/config.py"]
+
+
+def test_messages_go_through_logging():
+    """One way to warn: ``logging`` (set up by ``console``); no stderr prints, no warnings.warn."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "console.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            to_stderr = any(k.arg == "file" and "stderr" in ast.unparse(k.value)
+                            for k in node.keywords)
+            if name == "warnings.warn" or (name == "print" and to_stderr):
+                found.append(f"{path.name}:{node.lineno}")
+    assert found == []

@@ -1,6 +1,7 @@
 import itertools
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline import metrics
@@ -66,3 +67,19 @@ def test_min_area_rescues_empty_pairs():
     accumulator.add([str(i) for i in range(12)], probs, truth)
     grid = oof.score_grid(accumulator.counts(), (0, 10))
     assert grid[0, 1].mean() > grid[0, 0].mean() + 0.05
+
+
+@pytest.mark.parametrize("min_area", [0, 1, 5, 40])
+def test_min_area_means_the_same_in_tuning_and_in_the_masks(min_area):
+    """The OOF search scores exactly what ``class_masks`` later writes, min_area 0 included."""
+    torch.manual_seed(min_area)
+    probs = torch.rand(3, 4, 8, 12) ** 4          # some classes empty at 0.5, some not
+    truth = torch.rand(3, 4, 8, 12) > 0.9
+    truth[0] = False
+    params = PostProcess(threshold=0.5, min_area=min_area)
+    masks = postprocess.class_masks(probs, params)
+    accumulator = oof.OOFAccumulator("softmax", (0.5,))
+    accumulator.add(["a", "b", "c"], probs, truth)
+    chosen = oof.scores_at(accumulator.counts(), (0,) * 4, (min_area,) * 4)
+    direct = metrics.summarize(*metrics.pair_counts(masks.numpy(), truth.numpy()))
+    assert chosen == direct

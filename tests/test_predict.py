@@ -17,6 +17,8 @@ from helpers import TINY_TRAIN, run_cli, train_tiny
 from pipeline.data import rle
 from pipeline.inference import submission
 
+pytestmark = pytest.mark.slow   # every test here trains a tiny run first
+
 INFER = ["--workers", "0", "--batch-size", "3", "--quiet"]
 
 

@@ -39,6 +39,7 @@ def fresh_run(tmp_path: Path, data: Path, name: str = "run", n_folds: int = 2) -
     return run
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss(tiny_data):
     torch.manual_seed(0)
     ids = sorted(p.name for p in (tiny_data / "train_images").iterdir())[:4]
@@ -61,6 +62,7 @@ def test_a_few_steps_reduce_the_loss(tiny_data):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_logs_and_curves(tiny_data, tmp_path):
     run = fresh_run(tmp_path, tiny_data)
     assert run_cli("train", "--data-dir", tiny_data, "--run-dir", run, "--fold", "0",
@@ -83,6 +85,7 @@ def test_train_writes_checkpoints_logs_and_curves(tiny_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_data, tmp_path):
     base = ["--data-dir", tiny_data, "--fold", "0", "--epochs", "2", *TINY]
     straight = fresh_run(tmp_path, tiny_data, "straight")
@@ -99,6 +102,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert b[1]["val_loss"] == pytest.approx(a[1]["val_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tiny_data, tmp_path):
     run = fresh_run(tmp_path, tiny_data)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -116,6 +120,7 @@ def test_two_process_gloo_run(tiny_data, tmp_path):
         assert not any(k.startswith("module.") for k in state["model"])
 
 
+@pytest.mark.slow
 def test_corrupt_image_fails_with_path_or_is_skipped(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -173,6 +178,7 @@ def test_unknown_fold_is_refused(tiny_data, tmp_path, capsys):
     assert "--fold [7]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_fold_function_returns_best(tiny_data, tmp_path):
     run = fresh_run(tmp_path, tiny_data)
     cfg = TrainConfig(data_dir=str(tiny_data), run_dir=str(run), encoder_weights="none",

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDataset]:
     """Training (cropped, flipped) and validation (full image) datasets of one fold."""
+    train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=True)  # checked before the data
+    val_t = Transform(scale=cfg.scale)
     paths, run = resolve_data_dir(cfg.data_dir), resolve_run_dir(cfg.run_dir)
     table, image_ids = labels.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
@@ -36,8 +38,6 @@ def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDatas
         train_ids = train_ids[:cfg.limit_images]
         val_ids = val_ids[:max(1, cfg.limit_images // 4)]
     rles = labels.rle_table(table, image_ids)
-    train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=True)
-    val_t = Transform(scale=cfg.scale)
     return (SteelDataset(paths.train_images, train_ids, rles, train_t,
                          skip_bad_images=cfg.skip_bad_images),
             SteelDataset(paths.train_images, val_ids, rles, val_t, full_masks=True,

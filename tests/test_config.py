@@ -1,0 +1,85 @@
+"""Settings: TrainConfig refuses bad values before any data is read; every flag explains itself;
+a run's checkpoints are found one way."""
+
+import dataclasses
+import re
+import typing
+
+import pytest
+
+from helpers import run_cli
+
+from pipeline import config
+from pipeline.config import RunPaths, TrainConfig
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("amp", "fp8", "--amp 'fp8' is not valid; valid values: auto, none, bf16, fp16"),
+    ("loss", "focal", "valid values: ce, dice, ce+dice, bce, bce+dice"),
+    ("head", "tanh", "valid values: softmax, sigmoid"),
+    ("optimizer", "lamb", "valid values: adamw, sgd"),
+    ("model", "unet", "valid values: fcn32_vgg11"),
+    ("device", "tpu", "--device 'tpu' is not valid; valid values: auto, cpu, cuda, cuda:N"),
+    ("epochs", 0, "--epochs must be at least 1"),
+    ("lr", -1.0, "--lr must be > 0"),
+    ("background_prior", 1.0, "--background-prior must be in (0, 1)"),
+])
+def test_bad_values_are_refused_when_the_config_is_built(field, value, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match=re.escape(words)):   # e.g. an edited config.json
+        TrainConfig.from_dict({**TrainConfig().as_dict(), field: value})
+
+
+def test_good_values_pass():
+    cfg = TrainConfig(amp="fp16", device="cuda:1", head="sigmoid", loss="bce+dice")
+    assert TrainConfig.from_dict(cfg.as_dict()) == cfg
+
+
+def test_cli_refuses_fp8_before_reading_any_data(tmp_path, capsys):
+    missing = tmp_path / "no-such-data"
+    with pytest.raises(SystemExit) as stop:
+        run_cli("train", "--data-dir", missing, "--run-dir", tmp_path / "run", "--amp", "fp8")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --amp: invalid choice: 'fp8' (choose from 'auto', 'none', 'bf16'" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    assert run_cli("train", "--data-dir", missing, "--run-dir", tmp_path / "run",
+                   "--device", "tpu") == 1
+    assert "--device 'tpu' is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_help_gives_every_flag_a_meaning_default_and_choices(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("train", "--help")
+    entries = {}   # the first flag of each option -> its help, wrapped lines joined
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  -"):
+            first = line.split()[0].rstrip(",")
+            entries[first] = line
+        elif line.startswith("    ") and entries:
+            entries[first] += " " + line.strip()
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        entry = " ".join(entries[flag].split())
+        assert field.metadata["help"].split()[0] in entry, flag
+        if field.name not in ("data_dir", "run_dir"):
+            assert "(default: " in entry and "default: None" not in entry, flag
+        allowed = config.choices(hints[field.name])
+        if allowed:
+            assert "{" + ",".join(allowed) + "}" in entry, flag
+    assert "(default: 256x384)" in entries["--crop"]
+
+
+def test_checkpoints_are_found_in_fold_order(tmp_path):
+    run = RunPaths(tmp_path)
+    for name in ("fold10", "fold2", "fold0", "foldx", "fold3"):
+        (run.checkpoints / name).mkdir(parents=True)
+        (run.checkpoints / name / "best.pt").write_bytes(b"")
+    (run.checkpoints / "fold3" / "best.pt").unlink()
+    assert run.find_checkpoints() == [run.fold_dir(f) / "best.pt" for f in (0, 2, 10)]
+    assert run.find_checkpoints([2, 0], which="last") == [
+        tmp_path / "checkpoints" / "fold2" / "last.pt",
+        tmp_path / "checkpoints" / "fold0" / "last.pt"]
