@@ -124,7 +124,8 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'-dirty' if dirty else ''}"
 
 
-Model = Literal["fcn32_vgg11"]
+Model = Literal["fcn32_vgg11", "unet", "unetplusplus", "fpn", "linknet", "manet", "pspnet",
+                "deeplabv3plus"]
 Head = Literal["softmax", "sigmoid"]
 Loss = Literal["ce", "dice", "ce+dice", "bce", "bce+dice"]
 Optimizer = Literal["adamw", "sgd"]
@@ -157,9 +158,16 @@ class TrainConfig:
                              f"${DATA_DIR_ENV} or data/)")
     run_dir: str = _setting(str(DEFAULT_RUN_DIR), "checkpoints, logs, reports (default "
                             f"${RUN_DIR_ENV} or runs/default/)")
-    model: Model = _setting("fcn32_vgg11", "architecture")
+    model: Model = _setting("fcn32_vgg11", "architecture: the seed's FCN32 or an smp one")
+    encoder: str | None = _setting(None, "encoder: vgg11 for fcn32_vgg11; smp's names or "
+                                   "tu-<timm model> for the others (none: the architecture's "
+                                   "default, tu-tf_efficientnet_lite0)")
     head: Head = _setting("softmax", "softmax: background + 4 classes; sigmoid: 4 channels")
-    encoder_weights: str = _setting("imagenet", "'imagenet', 'none' or a state-dict file")
+    encoder_weights: str = _setting("imagenet", "'imagenet' (offline for EfficientNet-Lite), "
+                                    "'none' or a state-dict file")
+    gate: bool = _setting(False, "per-class 'defect present' head, trained with BCE on "
+                          "image-level labels; cv tunes its threshold per class")
+    cls_weight: float = _setting(0.5, "weight of the gate's BCE term in the loss")
     background_prior: float | None = _setting(
         None, "initial background probability of the classifier bias, e.g. 0.97")
     loss: Loss = _setting("ce", "training loss (ce/dice for softmax, bce for sigmoid)")
@@ -197,7 +205,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("workers", "warmup_epochs", "weight_decay", "seed"):
+        if self.gate and not self.cls_weight > 0:
+            raise ValueError(f"--gate needs --cls-weight > 0 (got {self.cls_weight}): the "
+                             "presence head learns only from that term")
+        for name in ("workers", "warmup_epochs", "weight_decay", "seed", "cls_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:

@@ -54,6 +54,7 @@ class Scores:
     score: float                 # mean Dice over every (image, class) pair
     per_class: list[float]       # mean Dice of each class over all images
     nonempty: float              # mean Dice over pairs whose truth is non-empty (nan if none)
+    nonempty_per_class: list[float]  # the same for each class (nan where a class never occurs)
     all_empty_baseline: float    # the score of predicting nothing at all
     confusion: list[list[int]]   # true vs predicted number of defect classes per image
     n_images: int
@@ -68,6 +69,8 @@ class Scores:
                  f"competition score        {self.score:.4f}",
                  f"all-empty baseline       {self.all_empty_baseline:.4f}",
                  f"Dice on non-empty pairs  {self.nonempty:.4f}",
+                 "  per class              " + "  ".join(f"{v:.4f}"
+                                                         for v in self.nonempty_per_class),
                  "per class                " + "  ".join(f"{v:.4f}" for v in self.per_class),
                  "confusion (rows: true number of defect classes, columns: predicted):"]
         lines.extend("  " + " ".join(f"{v:5d}" for v in row) for row in self.confusion)
@@ -86,6 +89,8 @@ def summarize(intersection: np.ndarray, pred_area: np.ndarray,
         score=float(pair_dice.mean()),
         per_class=[float(v) for v in pair_dice.mean(axis=0)],
         nonempty=float(pair_dice[nonempty].mean()) if nonempty.any() else float("nan"),
+        nonempty_per_class=[float(pair_dice[nonempty[:, c], c].mean()) if nonempty[:, c].any()
+                            else float("nan") for c in range(true_area.shape[1])],
         all_empty_baseline=all_empty_baseline(true_area),
         confusion=defect_count_confusion(pred_area, true_area).tolist(),
         n_images=int(true_area.shape[0]),

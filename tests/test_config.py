@@ -18,17 +18,19 @@ from pipeline.config import RunPaths, TrainConfig
     ("loss", "focal", "valid values: ce, dice, ce+dice, bce, bce+dice"),
     ("head", "tanh", "valid values: softmax, sigmoid"),
     ("optimizer", "lamb", "valid values: adamw, sgd"),
-    ("model", "unet", "valid values: fcn32_vgg11"),
+    ("model", "segnet", "valid values: fcn32_vgg11, unet, unetplusplus, fpn"),
+    ("gate", True, "--gate needs --cls-weight > 0"),
     ("device", "tpu", "--device 'tpu' is not valid; valid values: auto, cpu, cuda, cuda:N"),
     ("epochs", 0, "--epochs must be at least 1"),
     ("lr", -1.0, "--lr must be > 0"),
     ("background_prior", 1.0, "--background-prior must be in (0, 1)"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(field, value, words):
+    extra = {"cls_weight": 0.0} if field == "gate" else {}
     with pytest.raises(ValueError, match=re.escape(words)):
-        TrainConfig(**{field: value})
+        TrainConfig(**{field: value}, **extra)
     with pytest.raises(ValueError, match=re.escape(words)):   # e.g. an edited config.json
-        TrainConfig.from_dict({**TrainConfig().as_dict(), field: value})
+        TrainConfig.from_dict({**TrainConfig().as_dict(), field: value, **extra})
 
 
 def test_good_values_pass():

@@ -32,7 +32,9 @@ def test_each_model_is_fed_at_its_own_scale(tmp_path):
     assert [info.input_scale for info in ensemble.infos] == [0.25, 0.5]
     assert ensemble.input_scale == 0.5
     shapes = record_inputs(ensemble)
-    probs = predict.ensemble_probabilities(ensemble, torch.rand(2, 3, 128, 800), tta="hflip")
+    probs, presence = predict.ensemble_probabilities(ensemble, torch.rand(2, 3, 128, 800),
+                                                     tta="hflip")
+    assert presence is None
     # 64x400 (scale 0.25) is padded to the stride, 64x416; 128x800 (scale 0.5) already fits.
     assert shapes == [(64, 416), (64, 416), (128, 800), (128, 800)]
     assert probs.shape == (2, 4, 256, 1600)
@@ -43,12 +45,12 @@ def test_mixed_scales_average_the_models_at_their_own_scales(tmp_path):
     large = save_model(tmp_path / "b.pt", 0.5, seed=1)
     device = torch.device("cpu")
     images = torch.rand(1, 3, 128, 800)
-    mixed = predict.ensemble_probabilities(
+    mixed, _ = predict.ensemble_probabilities(
         predict.load_models([tmp_path / "a.pt", tmp_path / "b.pt"], device), images)
     alone = []
     for model, inputs in ((small, torch.nn.functional.avg_pool2d(images, 2)), (large, images)):
         with torch.inference_mode():
-            logits = torch.nn.functional.interpolate(forward_padded(model, inputs),
+            logits = torch.nn.functional.interpolate(forward_padded(model, inputs)[0],
                                                      size=(256, 1600),
                                                      mode="bilinear", align_corners=False)
         alone.append(logits.softmax(dim=1)[:, 1:])

@@ -33,8 +33,8 @@ def test_unknown_amp_lists_the_valid_values():
 def test_forward_padded_crops_back():
     model = torch.nn.Conv2d(3, 5, 1)
     images = torch.rand(1, 3, 40, 70)
-    out = forward.forward_padded(model, images)
-    assert out.shape == (1, 5, 40, 70)
+    out, presence = forward.forward_padded(model, images)
+    assert out.shape == (1, 5, 40, 70) and presence is None
     torch.testing.assert_close(out, model(images), atol=1e-6, rtol=0)
 
 

@@ -152,3 +152,19 @@ def test_errors():
         build_loss("ce", dice_weight=0.5)
     with pytest.raises(ValueError, match="logits \\(2, 4, 2, 3\\)"):
         build_loss("ce")(_logits("sigmoid"), _masks())
+
+
+def test_the_gated_loss_adds_bce_on_image_level_labels():
+    torch.manual_seed(0)
+    logits, presence = torch.randn(2, 5, 8, 8), torch.randn(2, 4)
+    masks = torch.zeros(2, 4, 8, 8)
+    masks[0, 2, 1, 1] = 1                     # image 0 has class 3, image 1 nothing
+    pixel = build_loss("ce", "softmax")
+    gated = build_loss("ce", "softmax", cls_weight=0.25)
+    labels = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    expected = pixel(logits, masks) + 0.25 * F.binary_cross_entropy_with_logits(presence, labels)
+    torch.testing.assert_close(gated(logits, masks, presence), expected)
+    with pytest.raises(ValueError, match="needs the model's presence logits"):
+        gated(logits, masks)
+    with pytest.raises(ValueError, match="no term for them"):
+        pixel(logits, masks, presence)

@@ -162,7 +162,7 @@ def test_missing_weights_file(tmp_path):
 def test_wrong_keys_name_the_file(tmp_path):
     path = tmp_path / "bn.pth"
     torch.save(_vgg_state_dict(batch_norm=True), path)
-    with pytest.raises(ValueError, match="bn.pth.*vgg11.features"):
+    with pytest.raises(ValueError, match="bn.pth do not fit torchvision vgg11.features.*missing"):
         build_model(encoder_weights=path)
 
 
@@ -186,7 +186,8 @@ def test_imagenet_probe_without_network_is_bounded(tmp_path, monkeypatch):
     """The real reachability probe, against an address nothing answers on, in bounded time."""
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="--encoder-weights PATH"):
-        encoders._check_reachable("https://127.0.0.1:9/vgg11-8a719046.pth", timeout=2.0)
+        encoders.check_reachable("https://127.0.0.1:9/vgg11-8a719046.pth", 2.0, "weights",
+                                 "pass --encoder-weights PATH")
     assert time.perf_counter() - start < 5
 
 

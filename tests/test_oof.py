@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline import metrics
-from pipeline.inference import oof, postprocess
+from pipeline.inference import oof, postprocess, tuning
 from pipeline.inference.postprocess import PostProcess
 
 
@@ -33,31 +33,31 @@ def test_accumulator_equals_brute_force_on_every_grid_point():
     accumulator = oof.OOFAccumulator("sigmoid", thresholds)
     accumulator.add([f"{i}" for i in range(6)], probs[:6], truth[:6])   # two batches
     accumulator.add([f"{i}" for i in range(6, 12)], probs[6:], truth[6:])
-    grid = oof.score_grid(accumulator.counts(), min_areas)
+    grid = tuning.score_grid(accumulator.counts(), min_areas)
     for (k, t), (m, area) in itertools.product(enumerate(thresholds), enumerate(min_areas)):
         params = PostProcess(head="sigmoid", threshold=t, min_area=area)
         pred = postprocess.class_masks(probs, params).numpy()
         brute = metrics.dice(pred, truth.numpy()).mean(axis=0)
-        np.testing.assert_allclose(grid[k, m], brute, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(grid[0, k, m], brute, rtol=0, atol=1e-12)
 
 
 def test_tuning_picks_the_best_and_scores_match_brute_force():
     probs, truth = random_set(seed=1, n=16)
-    thresholds = oof.default_thresholds("softmax")
+    thresholds = tuning.default_thresholds("softmax")
     accumulator = oof.OOFAccumulator("softmax", thresholds)
     accumulator.add([str(i) for i in range(16)], probs, truth)
     counts = accumulator.counts()
-    tuning = oof.tune(counts, (0, 3, 10, 30))
+    chosen = tuning.tune(counts, (0, 3, 10, 30))
     for c in range(4):
-        assert tuning.grid[tuning.threshold_index[c], (0, 3, 10, 30).index(tuning.min_area[c]),
-                           c] == tuning.grid[:, :, c].max()
-    params = PostProcess(head="softmax", threshold=[thresholds[k] for k in tuning.threshold_index],
-                         min_area=tuning.min_area)
+        assert chosen.grid[0, chosen.threshold_index[c], (0, 3, 10, 30).index(chosen.min_area[c]),
+                           c] == chosen.grid[..., c].max()
+    params = PostProcess(head="softmax", threshold=[thresholds[k] for k in chosen.threshold_index],
+                         min_area=chosen.min_area)
     pred = postprocess.class_masks(probs, params).numpy()
     brute = metrics.score_masks(pred, truth.numpy())
-    tuned = oof.scores_at(counts, tuning.threshold_index, tuning.min_area)
+    tuned = tuning.scores_at(counts, chosen.threshold_index, chosen.min_area)
     assert tuned.score == brute.score and tuned.confusion == brute.confusion
-    default = oof.scores_at(counts, (0,) * 4, (0,) * 4)
+    default = tuning.scores_at(counts, (0,) * 4, (0,) * 4)
     assert tuned.score >= default.score
 
 
@@ -65,8 +65,8 @@ def test_min_area_rescues_empty_pairs():
     probs, truth = random_set(seed=2)
     accumulator = oof.OOFAccumulator("sigmoid", (0.5,))
     accumulator.add([str(i) for i in range(12)], probs, truth)
-    grid = oof.score_grid(accumulator.counts(), (0, 10))
-    assert grid[0, 1].mean() > grid[0, 0].mean() + 0.05
+    grid = tuning.score_grid(accumulator.counts(), (0, 10))
+    assert grid[0, 0, 1].mean() > grid[0, 0, 0].mean() + 0.05
 
 
 @pytest.mark.parametrize("min_area", [0, 1, 5, 40])
@@ -80,6 +80,44 @@ def test_min_area_means_the_same_in_tuning_and_in_the_masks(min_area):
     masks = postprocess.class_masks(probs, params)
     accumulator = oof.OOFAccumulator("softmax", (0.5,))
     accumulator.add(["a", "b", "c"], probs, truth)
-    chosen = oof.scores_at(accumulator.counts(), (0,) * 4, (min_area,) * 4)
+    chosen = tuning.scores_at(accumulator.counts(), (0,) * 4, (min_area,) * 4)
     direct = metrics.summarize(*metrics.pair_counts(masks.numpy(), truth.numpy()))
     assert chosen == direct
+
+
+def test_gate_tuning_equals_brute_force_on_every_grid_point():
+    """With presence probabilities, every (gate, threshold, min_area) of the grid scores what
+    ``class_masks`` would write with those values."""
+    probs, truth = random_set(seed=3)
+    rng = np.random.default_rng(3)
+    present = truth.flatten(2).any(dim=2).numpy()
+    presence = torch.from_numpy(np.clip(present * 0.5 + rng.random((12, 4)) * 0.6, 0, 0.999)
+                                .astype(np.float32))
+    thresholds, min_areas, gates = (0.3, 0.6), (0, 5, 20), (None, 0.4, 0.7)
+    accumulator = oof.OOFAccumulator("sigmoid", thresholds)
+    accumulator.add([str(i) for i in range(12)], probs, truth, presence)
+    grid = tuning.score_grid(accumulator.counts(), min_areas, accumulator.presence(), gates)
+    for (g, gate), (k, t), (m, area) in itertools.product(
+            enumerate(gates), enumerate(thresholds), enumerate(min_areas)):
+        params = PostProcess(head="sigmoid", threshold=t, min_area=area, presence=gate)
+        pred = postprocess.class_masks(probs, params, presence).numpy()
+        brute = metrics.dice(pred, truth.numpy()).mean(axis=0)
+        np.testing.assert_allclose(grid[g, k, m], brute, rtol=0, atol=1e-12)
+    chosen = tuning.tune(accumulator.counts(), min_areas, accumulator.presence(), gates)
+    best = tuning.scores_at(accumulator.counts(), chosen.threshold_index, chosen.min_area,
+                            accumulator.presence(), chosen.presence)
+    params = PostProcess(head="sigmoid", threshold=[thresholds[k] for k in chosen.threshold_index],
+                         min_area=chosen.min_area, presence=chosen.presence)
+    assert best.score == metrics.score_masks(
+        postprocess.class_masks(probs, params, presence).numpy(), truth.numpy()).score
+    ungated = tuning.tune(accumulator.counts(), min_areas)
+    assert best.score >= tuning.scores_at(accumulator.counts(), ungated.threshold_index,
+                                          ungated.min_area).score
+
+
+def test_presence_comes_with_every_batch_or_none():
+    probs, truth = random_set(seed=4, n=4)
+    accumulator = oof.OOFAccumulator("sigmoid", (0.5,))
+    accumulator.add(["a", "b"], probs[:2], truth[:2])
+    with pytest.raises(ValueError, match="every batch or with none"):
+        accumulator.add(["c", "d"], probs[2:], truth[2:], torch.ones(2, 4))

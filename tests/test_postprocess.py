@@ -63,3 +63,15 @@ def test_json_roundtrip_and_errors(tmp_path):
         PostProcess(min_area=[1, 2])
     with pytest.raises(ValueError, match="head"):
         PostProcess(head="tanh")
+
+
+def test_the_gate_empties_classes_below_their_presence_threshold():
+    probs = probs_with([(0, slice(0, 4), slice(0, 4), 0.9), (2, slice(0, 4), slice(0, 4), 0.9)])
+    params = PostProcess(threshold=0.5, presence=[0.5, None, 0.5, None])
+    masks = postprocess.class_masks(probs, params, torch.tensor([[0.4, 0.0, 0.6, 0.0]]))
+    assert masks.sum(dim=(2, 3)).tolist() == [[0, 0, 16, 0]]
+    with pytest.raises(ValueError, match="presence gate but the model has none"):
+        postprocess.class_masks(probs, params)
+    assert postprocess.class_masks(probs, params.replace(presence=None)).sum() == 32
+    with pytest.raises(ValueError, match=r"presence values must be in \[0, 1\)"):
+        PostProcess(presence=1.5)

@@ -155,3 +155,23 @@ def test_mixed_architectures_are_refused(trained, tmp_path, capsys):
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--checkpoints", mixed[1],
                    "--out", tmp_path / "s.csv", *INFER) == 1
     assert "rerun `make cv`" in capsys.readouterr().err
+
+
+def test_a_gated_unet_trains_tunes_its_gate_and_predicts(trained, tmp_path, capsys):
+    data = trained[0]
+    run = tmp_path / "unet"
+    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
+    assert run_cli("train", "--data-dir", data, "--run-dir", run, "--model", "unet",
+                   "--gate", "--cls-weight", "0.5", "--epochs", 1, "--max-steps", 2,
+                   *TINY_TRAIN) == 0
+    assert run_cli("cv", "--data-dir", data, "--run-dir", run, *INFER) == 0
+    report = json.loads((run / "reports" / "cv.json").read_text())
+    assert report["grid"]["presence"][0] is None and len(report["grid"]["presence"]) > 1
+    assert [m["name"] for m in report["models"]] == ["unet", "unet"]
+    assert all(m["gate"] for m in report["models"])
+    assert report["tuned"]["score"] >= report["default"]["score"]
+    out = tmp_path / "submission.csv"
+    capsys.readouterr()
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", out, *INFER) == 0
+    assert "2 model(s)" in capsys.readouterr().out
+    submission.validate(out, submission.read_sample(data / "sample_submission.csv"))

@@ -4,8 +4,9 @@ kernel).
 Per class c: a pixel is on where ``probs[c] > threshold[c]`` (or, with ``threshold[c] = None``,
 where class c wins the argmax for the softmax head / ``p > 0.5`` for the sigmoid head); then
 connected components smaller than ``min_component[c]`` pixels are removed; then the **empty-mask
-threshold**: if fewer than ``min_area[c]`` pixels remain, the class is empty for that image.
-Areas are counted on the original 256x1600 grid.
+threshold**: if fewer than ``min_area[c]`` pixels remain, the class is empty for that image;
+and, for a model with a gate, the class is empty where its presence probability is below
+``presence[c]`` (None: the gate is not used). Areas are counted on the original 256x1600 grid.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class PostProcess:
     threshold: tuple[float | None, ...] = field(default=(None,) * N_CLASSES)
     min_area: tuple[int, ...] = field(default=(0,) * N_CLASSES)
     min_component: tuple[int, ...] = field(default=(0,) * N_CLASSES)
+    presence: tuple[float | None, ...] = field(default=(None,) * N_CLASSES)
+
+    @property
+    def gated(self) -> bool:
+        """Whether any class uses the presence gate."""
+        return any(p is not None for p in self.presence)
 
     def __post_init__(self) -> None:
         if self.head not in ("softmax", "sigmoid"):
@@ -46,8 +53,10 @@ class PostProcess:
         object.__setattr__(self, "min_area", _per_class(self.min_area, "min_area", int))
         object.__setattr__(self, "min_component",
                            _per_class(self.min_component, "min_component", int))
-        if any(t is not None and not 0.0 <= t < 1.0 for t in self.threshold):
-            raise ValueError(f"thresholds must be in [0, 1), got {self.threshold}")
+        object.__setattr__(self, "presence", _per_class(self.presence, "presence", float))
+        for name in ("threshold", "presence"):
+            if any(t is not None and not 0.0 <= t < 1.0 for t in getattr(self, name)):
+                raise ValueError(f"{name} values must be in [0, 1), got {getattr(self, name)}")
         if any(v < 0 for v in self.min_area + self.min_component):
             raise ValueError("min_area and min_component must be >= 0")
 
@@ -108,11 +117,29 @@ def remove_small_components(masks: torch.Tensor, min_size: int) -> torch.Tensor:
     return torch.from_numpy(out.astype(bool)).to(masks.device)
 
 
-def class_masks(probs: torch.Tensor, params: PostProcess) -> torch.Tensor:
-    """``(N, 4, H, W)`` bool masks of ``(N, 4, H, W)`` probabilities under ``params``."""
+def gate_open(presence: torch.Tensor | np.ndarray | None,
+              thresholds: tuple[float | None, ...]) -> torch.Tensor | np.ndarray | bool:
+    """Where the gate lets a class through: ``presence (N, 4) >= threshold`` per class, True
+    for classes without a threshold (or when there is no gate at all)."""
+    if presence is None or all(t is None for t in thresholds):
+        return True
+    bounds = [-1.0 if t is None else t for t in thresholds]
+    if isinstance(presence, np.ndarray):
+        return presence >= np.asarray(bounds)
+    return presence >= torch.tensor(bounds, device=presence.device, dtype=presence.dtype)
+
+
+def class_masks(probs: torch.Tensor, params: PostProcess,
+                presence: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, 4, H, W)`` bool masks of ``(N, 4, H, W)`` probabilities (and ``(N, 4)`` presence
+    probabilities of a gated model) under ``params``."""
+    if params.gated and presence is None:
+        raise ValueError("the post-processing uses a presence gate but the model has none: "
+                         "rerun `make cv` for these checkpoints or drop the presence values")
     masks = pixel_masks(probs, params.head, params.threshold)
     for c in range(N_CLASSES):
         masks[:, c] = remove_small_components(masks[:, c], params.min_component[c])
     area = torch.count_nonzero(masks, dim=(2, 3))
     keep = area >= torch.as_tensor(least_area(params.min_area), device=masks.device)
+    keep = keep & gate_open(presence, params.presence)
     return masks & keep[:, :, None, None]

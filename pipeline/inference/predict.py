@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,16 @@ from pipeline.models.registry import ModelInfo, model_info, rebuild
 TTA_MODES = {"none": ((),), "hflip": ((), (3,)), "hvflip": ((), (3,), (2,), (2, 3))}
 
 
+class Batch(NamedTuple):
+    """One batch of predictions: probabilities ``(B, 4, 256, 1600)``, presence probabilities
+    ``(B, 4)`` of a gated ensemble (else None) and true masks ``(B, 4, 256, 1600)`` or None."""
+
+    image_ids: list[str]
+    probs: torch.Tensor
+    presence: torch.Tensor | None
+    masks: torch.Tensor | None
+
+
 @dataclass(frozen=True)
 class Ensemble:
     """Eval-mode models of one head, each with the ``ModelInfo`` of its checkpoint."""
@@ -44,6 +55,11 @@ class Ensemble:
         return self.infos[0].head
 
     @property
+    def gated(self) -> bool:
+        """Whether the models have a presence gate (all of them or none)."""
+        return self.infos[0].gate
+
+    @property
     def input_scale(self) -> float:
         """The scale the loader decodes at: the largest of the models' input scales."""
         return max(info.input_scale for info in self.infos)
@@ -54,7 +70,7 @@ class Ensemble:
 
 def load_models(paths: list[Path], device: torch.device,
                 channels_last: bool = True) -> Ensemble:
-    """The ensemble of the checkpoints, refusing models of different heads."""
+    """The ensemble of the checkpoints, refusing models of different heads or gates."""
     if not paths:
         raise ValueError("no checkpoints given: train first or pass --checkpoints")
     models, first = [], None
@@ -67,6 +83,10 @@ def load_models(paths: list[Path], device: torch.device,
                 f"{path} holds {info.name}/{info.head} with {info.n_outputs} outputs but "
                 f"{first[0]} holds {first[1].name}/{first[1].head} with {first[1].n_outputs}: "
                 "an ensemble averages the probabilities of one head")
+        if info.gate != first[1].gate:
+            raise ValueError(f"{path} {'has' if info.gate else 'has no'} presence gate but "
+                             f"{first[0]} {'has' if first[1].gate else 'has none'}: ensemble "
+                             "gated models with gated models only")
         model = model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -86,36 +106,40 @@ def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
 
 @torch.inference_mode()
 def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = "none",
-                           amp: str = "auto") -> torch.Tensor:
-    """``(N, 4, 256, 1600)`` class probabilities averaged over models and flips.
+                           amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(N, 4, 256, 1600)`` class probabilities and, for gated models, ``(N, 4)`` presence
+    probabilities, each averaged over models and flips.
 
     ``images``: ``(N, 3, h, w)`` float in [0, 1] at ``ensemble.input_scale``.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"unknown --tta {tta!r}; valid: {sorted(TTA_MODES)}")
-    total = None
+    total, present = None, None
     for model, info in zip(ensemble.models, ensemble.infos):
         inputs = model_input(images, info)
         for dims in TTA_MODES[tta]:
             flipped = inputs.flip(dims) if dims else inputs
             with forward.autocast(amp, images.device):
-                logits = forward.forward_padded(model, flipped, info.stride)
+                logits, presence = forward.forward_padded(model, flipped, info.stride)
             probs = forward.probabilities(forward.upsample(logits, (HEIGHT, WIDTH)), info.head)
             probs = probs.flip(dims) if dims else probs
             total = probs if total is None else total.add_(probs)
-    return total.div_(len(ensemble) * len(TTA_MODES[tta]))
+            if presence is not None:
+                presence = presence.float().sigmoid()
+                present = presence if present is None else present.add_(presence)
+    n_passes = len(ensemble) * len(TTA_MODES[tta])
+    return total.div_(n_passes), None if present is None else present.div_(n_passes)
 
 
 def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.device,
                           tta: str = "none", amp: str = "auto", quiet: bool = False,
-                          desc: str = "predict") -> Iterator[tuple[list[str], torch.Tensor,
-                                                                   torch.Tensor | None]]:
-    """Yield ``(image_ids, probs (B, 4, H, W), true masks (B, 4, H, W) or None)`` per batch."""
+                          desc: str = "predict") -> Iterator[Batch]:
+    """Yield a ``Batch`` of ids, probabilities, presence and true masks per loader batch."""
     for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet or None):
         images = to_model_input(batch["image"], device)
-        probs = ensemble_probabilities(ensemble, images, tta, amp)
+        probs, presence = ensemble_probabilities(ensemble, images, tta, amp)
         masks = batch["masks"].to(device) if "masks" in batch else None
-        yield batch["image_id"], probs, masks
+        yield Batch(batch["image_id"], probs, presence, masks)
 
 
 def make_loader(image_dir: Path, image_ids: list[str], scale: float, batch_size: int,
@@ -137,10 +161,10 @@ def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
     mine = image_ids[context.rank::context.world_size]
     loader = make_loader(image_dir, mine, ensemble.input_scale, batch_size, workers)
     out: dict[str, list[str]] = {}
-    for ids, probs, _ in iterate_probabilities(ensemble, loader, context.device, tta, amp,
-                                               quiet or not context.is_main):
-        masks = postprocess.class_masks(probs, params).cpu().numpy()
-        for image_id, image_masks in zip(ids, masks):
+    for batch in iterate_probabilities(ensemble, loader, context.device, tta, amp,
+                                       quiet or not context.is_main):
+        masks = postprocess.class_masks(batch.probs, params, batch.presence).cpu().numpy()
+        for image_id, image_masks in zip(batch.image_ids, masks):
             out[image_id] = [rle.encode(mask) for mask in image_masks]
     return out
 

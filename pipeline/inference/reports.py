@@ -29,15 +29,16 @@ def confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     plotting.save(fig, path)
 
 
-def min_area_curves(grid: np.ndarray, min_areas: tuple[int, ...], thresholds: tuple,
-                    chosen_k: tuple[int, ...], path: Path) -> None:
-    """Per class, OOF class score vs min_area at the chosen pixel threshold."""
+def min_area_curves(curves: np.ndarray, min_areas: tuple[int, ...], params, path: Path) -> None:
+    """Per class, OOF class score vs min_area (``curves`` ``(M, 4)``) at the chosen pixel
+    threshold and presence gate of ``params``."""
     plt = plotting.pyplot()
-    fig, axes = plt.subplots(1, grid.shape[2], figsize=(4 * grid.shape[2], 3.2), sharey=True)
+    fig, axes = plt.subplots(1, curves.shape[1], figsize=(4 * curves.shape[1], 3.2), sharey=True)
     for c, ax in enumerate(axes):
-        ax.plot(min_areas, grid[chosen_k[c], :, c], marker="o")
-        label = thresholds[chosen_k[c]]
-        ax.set(title=f"class {c + 1} (threshold {'argmax' if label is None else label})",
+        ax.plot(min_areas, curves[:, c], marker="o")
+        threshold, gate = params.threshold[c], params.presence[c]
+        title = f"class {c + 1} (threshold {'argmax' if threshold is None else threshold}"
+        ax.set(title=title + ("" if gate is None else f", gate {gate}") + ")",
                xlabel="min_area (pixels)", xscale="symlog")
     axes[0].set_ylabel("OOF Dice of the class")
     fig.tight_layout()
@@ -80,10 +81,15 @@ def format_report(report: dict) -> str:
              f"{'Dice on non-empty pairs':28}{default['nonempty']:>10.4f}"
              f"{tuned['nonempty']:>10.4f}"]
     for c in range(N_CLASSES):
-        lines.append(f"{f'class {c + 1}':28}{default['per_class'][c]:>10.4f}"
+        lines.append(f"{f'class {c + 1}, all pairs':28}{default['per_class'][c]:>10.4f}"
                      f"{tuned['per_class'][c]:>10.4f}")
+    for c in range(N_CLASSES):
+        lines.append(f"{f'class {c + 1}, non-empty pairs':28}"
+                     f"{default['nonempty_per_class'][c]:>10.4f}"
+                     f"{tuned['nonempty_per_class'][c]:>10.4f}")
     pp = report["postprocess"]
-    lines.append(f"tuned thresholds {pp['threshold']}  min_area {pp['min_area']}")
+    gate = f"  presence {pp['presence']}" if any(p is not None for p in pp["presence"]) else ""
+    lines.append(f"tuned thresholds {pp['threshold']}  min_area {pp['min_area']}{gate}")
     lines.append("confusion (rows: true number of defect classes, columns: predicted), tuned:")
     lines.extend("  " + " ".join(f"{v:5d}" for v in row) for row in tuned["confusion"])
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Encoder weights: torchvision's ImageNet VGG11 (hub cache or download) or a state-dict file.
+"""Encoder weights: torchvision's ImageNet VGG11 (hub cache or download) or a state-dict file,
+and the checks shared by every encoder (reachability offline, keys and shapes).
 
 Offline, ``imagenet`` fails fast with the fix (attach the file and pass its path) instead of
 hanging on a download.
@@ -25,8 +26,9 @@ def hub_cache_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(url).path).name
 
 
-def _check_reachable(url: str, timeout: float) -> None:
-    """Raise RuntimeError unless ``url``'s host accepts a connection within ``timeout`` s."""
+def check_reachable(url: str, timeout: float, missing: str, hint: str) -> None:
+    """Raise RuntimeError (``missing``, why, ``hint``) unless ``url``'s host accepts a
+    connection within ``timeout`` s."""
     parts = urllib.parse.urlparse(url)
     errors: list[BaseException] = []
 
@@ -42,15 +44,15 @@ def _check_reachable(url: str, timeout: float) -> None:
     probe.join(timeout + 1.0)
     if probe.is_alive() or errors:
         reason = errors[0] if errors else f"no answer in {timeout:.0f} s"
-        raise RuntimeError(f"ImageNet VGG11 weights are not cached at {hub_cache_file(url)} and "
-                           f"{parts.hostname} is unreachable ({reason}): {WEIGHTS_HINT}")
+        raise RuntimeError(f"{missing} and {parts.hostname} is unreachable ({reason}): {hint}")
 
 
 def imagenet_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
     """torchvision's ``VGG11_Weights.IMAGENET1K_V1`` state dict: hub cache, else a download."""
     weights = torchvision.models.VGG11_Weights.IMAGENET1K_V1
     if not hub_cache_file(weights.url).is_file():
-        _check_reachable(weights.url, timeout)
+        check_reachable(weights.url, timeout, "ImageNet VGG11 weights are not cached at "
+                        f"{hub_cache_file(weights.url)}", WEIGHTS_HINT)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
@@ -63,11 +65,11 @@ def imagenet_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
 
 
 def file_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict saved at ``path`` (``torch.save(vgg11().state_dict(), path)`` format)."""
+    """The state dict saved at ``path`` (``torch.save(module.state_dict(), path)`` format)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights file {path} does not exist: pass 'none', "
-                                f"'imagenet' or the path of a torchvision vgg11 state dict")
+                                f"'imagenet' or the path of the encoder's state dict")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for a non-checkpoint file
@@ -79,22 +81,29 @@ def file_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_fit(module: nn.Module, state: dict[str, torch.Tensor], source: object,
+              target: str, expected: str) -> None:
+    """Raise ValueError naming missing, unexpected and wrong-shape keys unless ``state`` fits
+    ``module`` exactly; ``target`` names the module, ``expected`` the file it should be."""
+    wanted = module.state_dict()
+    problems = {
+        "missing": set(wanted) - set(state),
+        "unexpected": set(state) - set(wanted),
+        "wrong shape": {k for k in set(wanted) & set(state) if state[k].shape != wanted[k].shape},
+    }
+    if any(problems.values()):
+        detail = "; ".join(f"{len(keys)} {what} (e.g. {min(keys)})"
+                           for what, keys in problems.items() if keys)
+        raise ValueError(f"encoder weights {source} do not fit {target}: {detail}; "
+                         f"expected {expected}")
+
+
 def load_encoder_weights(encoder: nn.Module, source: str | os.PathLike) -> None:
     """Copy the ``features.*`` tensors of a torchvision VGG state dict into ``encoder``."""
     if str(source) == "none":
         return
     state = imagenet_state_dict() if str(source) == "imagenet" else file_state_dict(source)
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    expected = encoder.state_dict()
-    problems = {
-        "missing": set(expected) - set(features),
-        "unexpected": set(features) - set(expected),
-        "wrong shape": {k for k in set(expected) & set(features)
-                        if features[k].shape != expected[k].shape},
-    }
-    if any(problems.values()):
-        detail = "; ".join(f"{len(keys)} {what} (e.g. features.{min(keys)})"
-                           for what, keys in problems.items() if keys)
-        raise ValueError(f"encoder weights {source} do not fit torchvision vgg11.features: "
-                         f"{detail}; expected a vgg11 state dict (features.0.weight, ...)")
+    check_fit(encoder, features, source, "torchvision vgg11.features",
+              "a vgg11 state dict (features.0.weight, ...)")
     encoder.load_state_dict(features)

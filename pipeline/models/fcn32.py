@@ -19,7 +19,6 @@ inputs are converted to channels-last inside ``forward``, which is 1.3-1.5x fast
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -27,6 +26,7 @@ import torchvision
 from torch import nn
 
 from pipeline.models.encoders import load_encoder_weights
+from pipeline.models.forward import check_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,30 +45,33 @@ def _up_stage(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class FCN32(nn.Module):
-    """Encoder (stride 32) + 5 doubling decoder stages + 1x1 classifier; see the module doc."""
+    """Encoder (stride 32) + 5 doubling decoder stages + 1x1 classifier; see the module doc.
 
-    def __init__(self, encoder: nn.Module, out_channels: int) -> None:
+    With ``gate`` classes, a presence head (global average pool of the encoder's 512 channels,
+    then a linear layer) also gives per-class "defect present" logits ``(N, gate)``.
+    """
+
+    def __init__(self, encoder: nn.Module, out_channels: int, gate: int = 0) -> None:
         super().__init__()
+        self.input_mean, self.input_std = IMAGENET_MEAN, IMAGENET_STD
         for buffer, values in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
             self.register_buffer(buffer, torch.tensor(values).view(1, 3, 1, 1), persistent=False)
         self.encoder = encoder
         pairs = zip(DECODER_CHANNELS[:-1], DECODER_CHANNELS[1:])
         self.decoder = nn.Sequential(*(_up_stage(a, b) for a, b in pairs))
         self.classifier = nn.Conv2d(DECODER_CHANNELS[-1], out_channels, kernel_size=1)
+        self.presence = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      nn.Linear(DECODER_CHANNELS[0], gate)) if gate else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` float in [0, 1] -> logits ``(N, n_outputs, H, W)``."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
-        height, width = images.shape[-2:]
-        if height % STRIDE or width % STRIDE:
-            raise ValueError(f"input {height}x{width} is not a multiple of {STRIDE}: "
-                             f"crop or pad to {math.ceil(height / STRIDE) * STRIDE}x"
-                             f"{math.ceil(width / STRIDE) * STRIDE}")
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 3, H, W)`` float in [0, 1] -> logits ``(N, n_outputs, H, W)``, and with a gate
+        also presence logits ``(N, gate)``."""
+        check_input(images, STRIDE)
         if self.encoder[0].weight.is_contiguous(memory_format=torch.channels_last):
             images = images.contiguous(memory_format=torch.channels_last)
-        x = (images - self.mean) / self.std
-        return self.classifier(self.decoder(self.encoder(x)))
+        features = self.encoder((images - self.mean) / self.std)
+        logits = self.classifier(self.decoder(features))
+        return logits if self.presence is None else (logits, self.presence(features))
 
 
 def vgg11_features() -> nn.Sequential:
@@ -87,8 +90,9 @@ def vgg11_features() -> nn.Sequential:
     return features
 
 
-def fcn32_vgg11(n_outputs: int, encoder_weights: str | os.PathLike = "none") -> FCN32:
-    """FCN32-VGG11 with ``n_outputs`` output channels; see the module docstring."""
+def fcn32_vgg11(n_outputs: int, encoder_weights: str | os.PathLike = "none",
+                gate: int = 0) -> FCN32:
+    """FCN32-VGG11 with ``n_outputs`` output channels (and a ``gate``-class presence head)."""
     encoder = vgg11_features()
     load_encoder_weights(encoder, encoder_weights)
-    return FCN32(encoder, n_outputs)
+    return FCN32(encoder, n_outputs, gate)

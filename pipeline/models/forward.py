@@ -39,13 +39,28 @@ def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=dtype)
 
 
-def forward_padded(model: torch.nn.Module, images: torch.Tensor, stride: int = 32) -> torch.Tensor:
-    """Logits of images of any size: replicate-pad H, W up to a multiple of stride, then crop."""
+def check_input(images: torch.Tensor, stride: int) -> None:
+    """ValueError with the fix unless ``images`` is ``(N, 3, H, W)`` with H, W multiples of
+    ``stride``."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    if height % stride or width % stride:
+        raise ValueError(f"input {height}x{width} is not a multiple of {stride}: crop or pad "
+                         f"to {-(-height // stride) * stride}x{-(-width // stride) * stride}")
+
+
+def forward_padded(model: torch.nn.Module, images: torch.Tensor,
+                   stride: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logits (N, C, H, W), presence logits (N, 4) or None)`` of images of any size:
+    replicate-pad H, W up to a multiple of stride, run the model, crop the logits back."""
     height, width = images.shape[-2:]
     pad_h, pad_w = -height % stride, -width % stride
     if pad_h or pad_w:
         images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
-    return model(images)[..., :height, :width]
+    output = model(images)
+    logits, presence = output if isinstance(output, tuple) else (output, None)
+    return logits[..., :height, :width], presence
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -70,10 +85,14 @@ def argmax_labels(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(best > 1.0 - probs.sum(dim=1), index + 1, 0)
 
 
-def default_masks(probs: torch.Tensor, head: str) -> torch.Tensor:
-    """``(N, 4, H, W)`` bool masks of the head's own decision: the argmax over background and
-    the classes (softmax) or ``p > 0.5`` per class (sigmoid); no tuned post-processing."""
+def default_masks(probs: torch.Tensor, head: str,
+                  presence: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, 4, H, W)`` bool masks of the model's own decision: the argmax over background and
+    the classes (softmax) or ``p > 0.5`` per class (sigmoid), and with presence logits
+    ``(N, 4)`` only the classes the gate calls present (logit > 0); no tuned post-processing."""
     if head == "sigmoid":
-        return probs > 0.5
-    class_ids = torch.arange(1, probs.shape[1] + 1, device=probs.device).view(1, -1, 1, 1)
-    return argmax_labels(probs).unsqueeze(1) == class_ids
+        masks = probs > 0.5
+    else:
+        class_ids = torch.arange(1, probs.shape[1] + 1, device=probs.device).view(1, -1, 1, 1)
+        masks = argmax_labels(probs).unsqueeze(1) == class_ids
+    return masks if presence is None else masks & (presence > 0)[:, :, None, None]

@@ -69,6 +69,12 @@ def _as_buffer(values: Sequence[float] | torch.Tensor | None, length: int,
     return tensor
 
 
+def _no_presence(presence: torch.Tensor | None) -> None:
+    if presence is not None:
+        raise ValueError("the model gives presence logits (a gate) but the loss has no term "
+                         "for them: build the loss with cls_weight")
+
+
 def _on(weight: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
     """``weight`` on the device of ``logits``, so a loss works without its own ``.to(device)``."""
     return None if weight is None else weight.to(logits.device)
@@ -84,8 +90,10 @@ class SoftmaxLoss(nn.Module):
         self.register_buffer("class_weights", _as_buffer(class_weights, N_CLASSES + 1,
                                                          "class_weights (background + 4)"))
 
-    def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, masks: torch.Tensor,
+                presence: None = None) -> torch.Tensor:
         """Logits ``(N, 5, H, W)``, masks ``(N, 4, H, W)`` -> scalar loss."""
+        _no_presence(presence)
         _check_shapes(logits, masks, N_CLASSES + 1)
         logits, labels = logits.float(), label_map(masks)
         loss = logits.new_zeros(())
@@ -110,8 +118,10 @@ class SigmoidLoss(nn.Module):
         weight = _as_buffer(pos_weight, N_CLASSES, "pos_weight (one per class)")
         self.register_buffer("pos_weight", None if weight is None else weight.view(-1, 1, 1))
 
-    def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, masks: torch.Tensor,
+                presence: None = None) -> torch.Tensor:
         """Logits ``(N, 4, H, W)``, masks ``(N, 4, H, W)`` -> scalar loss."""
+        _no_presence(presence)
         _check_shapes(logits, masks, N_CLASSES)
         logits, targets = logits.float(), masks.float()
         loss = logits.new_zeros(())
@@ -123,15 +133,41 @@ class SigmoidLoss(nn.Module):
         return loss
 
 
+class GatedLoss(nn.Module):
+    """``pixel loss + cls_weight * BCE(presence logits, image-level labels)``; the label of
+    (image, class) is 1 when its mask has any pixel."""
+
+    def __init__(self, pixel: nn.Module, cls_weight: float) -> None:
+        super().__init__()
+        self.pixel, self.cls_weight = pixel, cls_weight
+
+    def forward(self, logits: torch.Tensor, masks: torch.Tensor,
+                presence: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(N, C_out, H, W)``, masks ``(N, 4, H, W)``, presence ``(N, 4)`` -> loss."""
+        if presence is None:
+            raise ValueError("the gated loss needs the model's presence logits: build the "
+                             "model with a gate")
+        present = masks.flatten(2).amax(dim=2).float()
+        return self.pixel(logits, masks) + self.cls_weight * F.binary_cross_entropy_with_logits(
+            presence.float(), present)
+
+
 def build_loss(name: str, head: str = "softmax",
                class_weights: Sequence[float] | torch.Tensor | None = None,
                pos_weight: Sequence[float] | torch.Tensor | None = None,
-               dice_weight: float | None = None) -> nn.Module:
-    """A registered loss for ``head``: ``loss(logits (N, C_out, H, W), masks (N, 4, H, W))``.
+               dice_weight: float | None = None, cls_weight: float | None = None) -> nn.Module:
+    """A registered loss for ``head``: ``loss(logits (N, C_out, H, W), masks (N, 4, H, W))``,
+    and with ``cls_weight`` also ``presence`` logits ``(N, 4)`` of a gated model.
 
     ``class_weights`` (5 values, background first) weight the softmax CE; ``pos_weight``
     (4 values) weights the positives of the BCE; ``dice_weight`` overrides the Dice term's weight.
     """
+    pixel = _pixel_loss(name, head, class_weights, pos_weight, dice_weight)
+    return pixel if cls_weight is None else GatedLoss(pixel, cls_weight)
+
+
+def _pixel_loss(name: str, head: str, class_weights, pos_weight,
+                dice_weight: float | None) -> nn.Module:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid losses: {sorted(LOSSES)}")
     needed, pixel_weight, default_dice = LOSSES[name]

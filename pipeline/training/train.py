@@ -79,7 +79,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
         images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device, non_blocking=True)
         with forward.autocast(cfg.amp, context.device):
-            loss = loss_fn(forward.forward_padded(model, images), masks)
+            logits, presence = forward.forward_padded(model, images)
+            loss = loss_fn(logits, masks, presence)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {epoch}, step {steps}: nothing was saved "
@@ -115,13 +116,13 @@ def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Cont
         images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device)
         with forward.autocast(cfg.amp, context.device):
-            logits = forward.forward_padded(model, images)
+            logits, presence = forward.forward_padded(model, images)
         # The loss at the model's resolution, as in training; the score on the 256x1600 grid.
         small = F.interpolate(masks.float(), size=logits.shape[-2:], mode="nearest")
-        total_loss += loss_fn(logits.float(), small).item() * len(images)
+        total_loss += loss_fn(logits.float(), small, presence).item() * len(images)
         probs = forward.probabilities(forward.upsample(logits, (HEIGHT, WIDTH)), cfg.head)
         n_images += len(images)
-        pred = forward.default_masks(probs, cfg.head)
+        pred = forward.default_masks(probs, cfg.head, presence)
         counts.append(torch.stack(metrics.pair_counts(pred, masks)).cpu().numpy())
     local = np.concatenate(counts, axis=1) if counts else np.zeros((3, 0, 4), dtype=np.int64)
     merged = np.concatenate(distributed.gather(local, context), axis=1)
@@ -173,12 +174,15 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
     """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best."""
     context = context or distributed.setup(cfg.device)
     run = resolve_run_dir(cfg.run_dir)
-    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights)  # refuse a bad pair before data
+    # Refuse a bad loss/head pair before reading the data.
+    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights,
+                         cls_weight=cfg.cls_weight if cfg.gate else None)
     train_set, val_set = fold_datasets(cfg, fold)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, head=cfg.head, encoder_weights=cfg.encoder_weights,
-                        background_prior=cfg.background_prior,
-                        input_scale=cfg.scale).to(context.device)
+    model = build_model(cfg.model, head=cfg.head, encoder=cfg.encoder,
+                        encoder_weights=cfg.encoder_weights,
+                        background_prior=cfg.background_prior, input_scale=cfg.scale,
+                        gate=cfg.gate).to(context.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     per_epoch = max(1, len(train_set) // (cfg.batch_size * context.world_size))
