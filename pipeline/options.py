@@ -137,6 +137,9 @@ def _data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--n-train", type=int, default=1000, help="training images")
     synth.add_argument("--n-test", type=int, default=200, help="test images")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    synth.add_argument("--class-mix", default="real", choices=["real", "balanced"],
+                       help="class frequencies: the real train set's, or every class alike "
+                            "(default: real)")
     synth.add_argument("--old-format", action="store_true",
                        help="write train.csv in the original ImageId_ClassId format")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

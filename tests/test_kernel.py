@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, train_tiny
+from helpers import TINY_TRAIN, run_cli, train_tiny
 
 from pipeline.kaggle import pack, transfer
 from pipeline.config import RunPaths
@@ -68,12 +68,22 @@ def test_make_builds_and_pushes_one_kernel_dir():
     assert "--kernel-dir elsewhere/my-kernel" in planned["push-kernel"]
 
 
-@pytest.mark.slow
-def test_kernel_in_clean_environment_matches_predict(tmp_path):
-    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
-    PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
-    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
-                   "--workers", 2, "--quiet") == 0
+BLOCKER = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = ()) -> str:
+    """Stage the weights, pack the kernel and run it in a clean Python on fake inputs, with
+    the ``blocked`` packages made unimportable; returns its stdout."""
     # The attached inputs: competition data at a recent mount path, the weights dataset.
     inputs = tmp_path / "input"
     competition = inputs / "competitions" / "severstal-steel-defect-detection"
@@ -83,18 +93,58 @@ def test_kernel_in_clean_environment_matches_predict(tmp_path):
     weights = inputs / "severstal-weights"   # what `make upload-weights` puts in the dataset
     transfer.stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
                            "me/severstal-weights", "Severstal weights", weights)
-    assert sorted(p.name for p in weights.glob("*.pt")) == ["fold0.pt", "fold1.pt"]
     script = pack.build(tmp_path / "kernels" / "k", "me/k", "Severstal kernel",
                         "me/severstal-weights", "test")
-    working, elsewhere = tmp_path / "working", tmp_path / "elsewhere"
-    working.mkdir()
-    elsewhere.mkdir()
+    working, elsewhere, site = tmp_path / "working", tmp_path / "elsewhere", tmp_path / "site"
+    for folder in (working, elsewhere, site):
+        folder.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=set(blocked)))
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KAGGLE_INPUT_ROOT": str(inputs),
-           "KAGGLE_WORKING_ROOT": str(working), "OMP_NUM_THREADS": "2"}
+           "KAGGLE_WORKING_ROOT": str(working), "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": str(site)}
+    for package in blocked:   # the kernel's Python really lacks them
+        probe = subprocess.run([sys.executable, "-c", f"import {package}"], env=env,
+                               capture_output=True, text=True)
+        assert probe.returncode == 1 and "blocked" in probe.stderr
     result = subprocess.run([sys.executable, str(script)], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ".zip" in result.stdout.split("pipeline ")[1].splitlines()[0]
-    assert str(Path(__file__).resolve().parent.parent) not in result.stdout
-    assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
-    assert "start-up" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_kernel_in_clean_environment_matches_predict(tmp_path):
+    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
+    PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
+                   "--workers", 2, "--quiet") == 0
+    out = run_kernel(tmp_path, data, run)
+    assert sorted(p.name for p in (tmp_path / "input" / "severstal-weights").glob("*.pt")) == [
+        "fold0.pt", "fold1.pt"]
+    assert ".zip" in out.split("pipeline ")[1].splitlines()[0]
+    assert str(Path(__file__).resolve().parent.parent) not in out
+    assert (tmp_path / "working" / "submission.csv").read_bytes() == (
+        tmp_path / "p.csv").read_bytes()
+    assert "start-up" in out
+
+
+@pytest.mark.slow
+def test_kernel_runs_a_gated_unet_without_smp_or_timm(tmp_path):
+    """The weights dataset carries each smp model as a torch.export program: the kernel runs it
+    with torch alone and writes the same bytes as `predict` with smp installed."""
+    data = tmp_path / "data"
+    assert run_cli("synth", "--out", data, "--n-train", 8, "--n-test", 4, "--seed", 6,
+                   "--workers", 1, "--quiet") == 0
+    run = tmp_path / "run"
+    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
+    assert run_cli("train", "--data-dir", data, "--run-dir", run, "--model", "unet", "--gate",
+                   "--epochs", 1, "--max-steps", 1, *TINY_TRAIN) == 0
+    PostProcess(threshold=0.3, min_area=50, presence=0.2).save(run / "postprocess.json")
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
+                   "--workers", 0, "--quiet") == 0
+    run_kernel(tmp_path, data, run, blocked=("segmentation_models_pytorch", "timm"))
+    weights = tmp_path / "input" / "severstal-weights"
+    assert sorted(p.name for p in weights.glob("fold*")) == ["fold0.pt", "fold0.pt2",
+                                                             "fold1.pt", "fold1.pt2"]
+    assert (tmp_path / "working" / "submission.csv").read_bytes() == (
+        tmp_path / "p.csv").read_bytes()

@@ -14,6 +14,9 @@ from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 # Class draw weights, solved so that, with P_DEFECT and P_TWO_CLASSES, an image holds class
 # 1..4 with probability 7.1%, 2.0%, 41% and 6.4%, as in the real train set.
 CLASS_WEIGHTS = (0.111, 0.031, 0.757, 0.101)
+# "balanced": every class as likely as the others, for a demo whose every class can be learnt
+# and scored; "real": the real train set's class frequencies.
+CLASS_MIXES = {"real": CLASS_WEIGHTS, "balanced": (0.25, 0.25, 0.25, 0.25)}
 P_DEFECT, P_TWO_CLASSES, P_DARK_EDGE = 0.53, 0.06, 0.15
 
 
@@ -88,7 +91,7 @@ def _blobs(rng: np.random.Generator, lo: float, hi: float) -> dict:
     return {"cls": 4, "polys": polys, "shapes": shapes}
 
 
-def sample_layout(rng: np.random.Generator) -> dict:
+def sample_layout(rng: np.random.Generator, class_weights: tuple = CLASS_WEIGHTS) -> dict:
     """Draw one image's labels: optional dark sheet edge and defect shapes, nothing rendered.
 
     Returns ``{"edge": None | (on_left, width_px), "defects": [{"cls": 1..4, "polys": [...],
@@ -101,7 +104,7 @@ def sample_layout(rng: np.random.Generator) -> dict:
     classes = []
     if rng.random() < P_DEFECT:
         n = 2 if rng.random() < P_TWO_CLASSES else 1
-        weights = np.array(CLASS_WEIGHTS)
+        weights = np.array(class_weights)
         classes = list(rng.choice(N_CLASSES, size=n, replace=False, p=weights / weights.sum()) + 1)
     ranges = [(lo, hi)]
     if len(classes) == 2:  # keep the two classes apart so that they rarely overlap

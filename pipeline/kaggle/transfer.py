@@ -117,8 +117,12 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: str,
                   folder: Path) -> list[str]:
-    """Write weights-only checkpoints, postprocess.json, config.json and dataset metadata."""
+    """Write weights-only checkpoints, postprocess.json, config.json and dataset metadata;
+    beside each checkpoint of a model that needs smp/timm, its ``torch.export`` program
+    (``fold<k>.pt2``), which the offline kernel runs with torch alone."""
     import torch
+
+    from pipeline.models import registry
 
     for needed, fix in ((run.config_json, "train first (`make train`)"),
                         (run.postprocess_json, "run `make cv` first")):
@@ -140,6 +144,10 @@ def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: s
         buffer = io.BytesIO()  # no optimizer, scheduler or scaler state: weights only
         torch.save({k: state[k] for k in WEIGHT_KEYS if k in state}, buffer)
         _write_if_changed(folder / name, buffer.getvalue())
+        if registry.MODELS[registry.ModelInfo.from_checkpoint(state, path).name].requires:
+            exported = folder / f"{Path(name).stem}.pt2"
+            registry.export(registry.rebuild(state, path), exported)
+            sources[exported.name] = path
     for source in (run.postprocess_json, run.config_json):
         _write_if_changed(folder / source.name, source.read_bytes())
     metadata = {"title": title, "id": dataset, "licenses": [{"name": "CC0-1.0"}]}

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import N_CLASSES
+from pipeline import fileio
+from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 from pipeline.models import fcn32, zoo
 
 HEADS: dict[str, int] = {"softmax": N_CLASSES + 1, "sigmoid": N_CLASSES}
@@ -32,6 +33,7 @@ class ModelSpec:
     build: Callable[..., nn.Module]     # build(n_outputs=, encoder=, encoder_weights=, gate=)
     default_encoder: str
     stride: int                         # H and W must be multiples of it
+    requires: tuple[str, ...] = ()      # packages beyond torch/torchvision it is built with
 
 
 def _fcn32(n_outputs: int, encoder: str, encoder_weights: str | os.PathLike,
@@ -44,7 +46,8 @@ def _fcn32(n_outputs: int, encoder: str, encoder_weights: str | os.PathLike,
 
 MODELS: dict[str, ModelSpec] = {
     "fcn32_vgg11": ModelSpec(_fcn32, "vgg11", fcn32.STRIDE),
-    **{name: ModelSpec(functools.partial(zoo.build, name), zoo.DEFAULT_ENCODER, zoo.STRIDE)
+    **{name: ModelSpec(functools.partial(zoo.build, name), zoo.DEFAULT_ENCODER, zoo.STRIDE,
+                       ("segmentation_models_pytorch", "timm"))
        for name in zoo.ARCHITECTURES},
 }
 
@@ -153,10 +156,17 @@ def model_info(model: nn.Module) -> ModelInfo:
 
 
 def rebuild(state: dict, path: Path) -> nn.Module:
-    """The model of a checkpoint dict, weights loaded, in eval mode, on the CPU."""
+    """The model of a checkpoint dict, weights loaded, in eval mode, on the CPU.
+
+    Where the architecture's packages (smp, timm) are not installed, as in a Kaggle kernel,
+    the exported program beside the checkpoint (``<name>.pt2``, see ``export``) stands in.
+    """
     info = ModelInfo.from_checkpoint(state, path)
-    model = build_model(info.name, head=info.head, encoder=info.encoder,
-                        input_scale=info.input_scale, gate=info.gate)
+    try:
+        model = build_model(info.name, head=info.head, encoder=info.encoder,
+                            input_scale=info.input_scale, gate=info.gate)
+    except ImportError as error:
+        return _load_exported(Path(path).with_suffix(".pt2"), info, error)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as error:
@@ -164,6 +174,36 @@ def rebuild(state: dict, path: Path) -> nn.Module:
                          f"({str(error).splitlines()[0]})") from None
     model.info = info
     return model.eval()
+
+
+def input_size(info: ModelInfo) -> tuple[int, int]:
+    """The (height, width) a model is run at: 256x1600 at its scale, padded to its stride."""
+    return tuple(-(-round(side * info.input_scale) // info.stride) * info.stride
+                 for side in (HEIGHT, WIDTH))
+
+
+def export(model: nn.Module, path: Path) -> None:
+    """Write ``model`` as a ``torch.export`` program (any batch size, its input size), which
+    runs with torch alone; written atomically."""
+    info = model_info(model)
+    example = torch.rand(2, 3, *input_size(info))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(model.eval(), (example,),
+                                      dynamic_shapes={"images": {0: batch}})
+    with fileio.atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
+
+
+def _load_exported(path: Path, info: ModelInfo, error: ImportError) -> nn.Module:
+    if not path.is_file():
+        raise ValueError(f"{path.with_suffix('.pt')} holds a {info.name} model, which needs "
+                         f"{error.name or 'a package'} ({error}); install it, or put its "
+                         f"exported program {path.name} beside it (`make upload-weights` "
+                         "stages one)") from None
+    module = torch.export.load(path).module()   # traced in eval mode; has no .eval()
+    module.info = info
+    return module
 
 
 def forward_flops(height: int = 256, width: int = 1600, name: str = "fcn32_vgg11",
