@@ -144,7 +144,7 @@ def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: s
         buffer = io.BytesIO()  # no optimizer, scheduler or scaler state: weights only
         torch.save({k: state[k] for k in WEIGHT_KEYS if k in state}, buffer)
         _write_if_changed(folder / name, buffer.getvalue())
-        if registry.MODELS[registry.ModelInfo.from_checkpoint(state, path).name].requires:
+        if registry.spec_of(state, path).requires:
             exported = folder / f"{Path(name).stem}.pt2"
             registry.export(registry.rebuild(state, path), exported)
             sources[exported.name] = path

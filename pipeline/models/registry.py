@@ -76,14 +76,7 @@ class ModelInfo:
     def from_checkpoint(cls, state: dict, path: Path) -> "ModelInfo":
         """The info of a checkpoint dict; checkpoints from before encoder, input scale and
         normalisation were recorded (all FCN32-VGG11) take them from their training config."""
-        info = state.get("model_info")
-        if not isinstance(info, dict) or "name" not in info:
-            raise ValueError(f"{path} is not a checkpoint of this pipeline (no model_info)")
-        if info["name"] not in MODELS:
-            raise ValueError(f"{path} holds a {info['name']!r} model, an architecture this "
-                             f"version does not know (known: {', '.join(sorted(MODELS))}): "
-                             "update the pipeline or use checkpoints of a known one")
-        spec = MODELS[info["name"]]
+        spec, info = spec_of(state, path), state["model_info"]
         values = {"input_scale": (state.get("config") or {}).get("scale", 1.0),
                   "encoder": spec.default_encoder, "mean": fcn32.IMAGENET_MEAN,
                   "std": fcn32.IMAGENET_STD, "stride": spec.stride, **info}
@@ -94,6 +87,18 @@ class ModelInfo:
             raise ValueError(f"{path}: {found.n_outputs} outputs does not match model "
                              f"{found.name} with head {found.head}")
         return found
+
+
+def spec_of(state: dict, path: Path) -> ModelSpec:
+    """The registry entry of a checkpoint's architecture; ValueError when it has none."""
+    info = state.get("model_info")
+    if not isinstance(info, dict) or "name" not in info:
+        raise ValueError(f"{path} is not a checkpoint of this pipeline (no model_info)")
+    if info["name"] not in MODELS:
+        raise ValueError(f"{path} holds a {info['name']!r} model, an architecture this "
+                         f"version does not know (known: {', '.join(sorted(MODELS))}): "
+                         "update the pipeline or use checkpoints of a known one")
+    return MODELS[info["name"]]
 
 
 def n_outputs(head: str) -> int:
