@@ -28,11 +28,12 @@ KERNEL ?=
 KERNEL_DIR ?= kernels/$(notdir $(KERNEL))
 KERNEL_VERSION ?=
 SUBMIT_ARGS ?=
+ZOO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint sample-data stats folds train cv predict validate demo \
 	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
-	bench-model bench-predict bench-kernel bench-gpu clean
+	bench-model bench-predict bench-kernel bench-gpu zoo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -137,6 +138,9 @@ bench-kernel: install ## packed kernel: script size and start-up before the firs
 
 bench-gpu: install ## the GPU benchmark (needs CUDA): training images/s + MFU, predict images/s
 	$(PY) bench/gpu_bench.py
+
+zoo: install ## every zoo model on the same synthetic folds and budget (ZOO_ARGS); a table
+	$(PY) bench/zoo.py $(ZOO_ARGS)
 
 bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
 	$(PY) bench/bench_model_cpu.py

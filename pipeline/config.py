@@ -177,6 +177,8 @@ class TrainConfig:
     lr: float = _setting(3e-4, "peak learning rate")
     weight_decay: float = _setting(1e-4, "weight decay")
     epochs: int = _setting(20, "epochs per fold")
+    val_every: int = _setting(1, "validate every N epochs (and always after the last); "
+                              "best.pt is the best validated epoch")
     warmup_epochs: float = _setting(1.0, "linear warm-up, in epochs, before the cosine decay")
     batch_size: int = _setting(8, "images per batch (per process under torchrun)")
     crop: tuple[int, int] | None = _setting((256, 384), "random training crop HEIGHTxWIDTH "
@@ -202,7 +204,7 @@ class TrainConfig:
         if not DEVICE_RE.fullmatch(self.device):
             raise ValueError(f"--device {self.device!r} is not valid; valid values: auto, cpu, "
                              "cuda, cuda:N")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.gate and not self.cls_weight > 0:

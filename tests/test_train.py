@@ -186,3 +186,15 @@ def test_train_fold_function_returns_best(tiny_data, tmp_path):
                       max_steps=1, quiet=True)
     best = train_fold(cfg, 0)
     assert best["epoch"] == 0 and best["steps"] == 1
+
+
+@pytest.mark.slow
+def test_val_every_validates_some_epochs_and_always_the_last(tiny_data, tmp_path):
+    run = fresh_run(tmp_path, tiny_data)
+    assert run_cli("train", "--data-dir", tiny_data, "--run-dir", run, "--fold", "0",
+                   "--epochs", "3", "--val-every", "2", *TINY) == 0
+    log = json.loads((run / "logs" / "fold0.json").read_text())
+    assert ["val_score" in row for row in log] == [False, True, True]
+    best = checkpoint.load(run / "checkpoints" / "fold0" / "best.pt")
+    assert best["epoch"] == max(log[1:], key=lambda row: row["val_score"])["epoch"]
+    assert (run / "reports" / "curves_fold0.png").stat().st_size > 1000

@@ -16,8 +16,8 @@ from pipeline import metrics
 from pipeline.config import N_CLASSES
 from pipeline.inference import postprocess
 
-SOFTMAX_THRESHOLDS: tuple[float | None, ...] = (None, 0.3, 0.4, 0.5, 0.6, 0.7)
-SIGMOID_THRESHOLDS: tuple[float | None, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+SOFTMAX_THRESHOLDS: tuple[float | None, ...] = (None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+SIGMOID_THRESHOLDS: tuple[float | None, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_AREAS: tuple[int, ...] = (0, 100, 200, 300, 500, 800, 1000, 1500, 2000, 3000, 4000, 6000,
                               8000, 12000, 16000, 24000)
 PRESENCE: tuple[float | None, ...] = (None, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

@@ -37,7 +37,9 @@ def write(run: RunPaths, fold: int, rows: list[dict]) -> None:
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Loss (train, validation) and validation score per epoch, as a PNG."""
     plt = plotting.pyplot()
-    table = pd.DataFrame(rows)
+    # Epochs skipped by --val-every have no validation columns: they plot as gaps.
+    table = pd.DataFrame(rows).reindex(columns=["epoch", "train_loss", "val_loss", "val_score",
+                                                "val_baseline", "val_nonempty"])
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax_loss.plot(table["epoch"], table["train_loss"], marker="o", label="train")
     ax_loss.plot(table["epoch"], table["val_loss"], marker="o", label="validation")

@@ -196,7 +196,8 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
                               scaler, context)
         rows = history.read(run.logs, fold)[:start_epoch]
     net = DistributedDataParallel(model) if context.distributed else model
-    best = max(rows, key=lambda row: row["val_score"], default=None)
+    validated = [row for row in rows if "val_score" in row]
+    best = max(validated, key=lambda row: row["val_score"], default=None)
     steps_done = sum(row["steps"] for row in rows)
     for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"fold {fold}", unit="epoch",
                       disable=cfg.quiet or not context.is_main or None):
@@ -208,22 +209,29 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
         row.update(train_one_epoch(net, make_loader(train_set, cfg, context, epoch, True),
                                    loss_fn, optimizer, scheduler, scaler, cfg, context, epoch,
                                    budget))
-        row.update(evaluate(net, make_loader(val_set, cfg, context, epoch, False), loss_fn,
-                            cfg, context))
         steps_done += row["steps"]
+        last = epoch == cfg.epochs - 1 or bool(cfg.max_steps and steps_done >= cfg.max_steps)
+        if last or (epoch + 1) % cfg.val_every == 0:
+            row.update(evaluate(net, make_loader(val_set, cfg, context, epoch, False), loss_fn,
+                                cfg, context))
         rows.append(row)
-        is_best = best is None or row["val_score"] > best["val_score"]
+        is_best = "val_score" in row and (best is None or row["val_score"] > best["val_score"])
         best = row if is_best else best
         if context.is_main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                     "epoch": epoch, "fold": fold, "config": cfg.as_dict(), "metrics": row,
-                     "model_info": model_info(model).as_dict(), "code_version": code_version()}
-            _save(run, fold, state, is_best, rows)
+            _save(run, fold, _state(model, optimizer, scheduler, scaler, cfg, fold, row),
+                  is_best, rows)
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
         distributed.barrier(context)
     return best or {}
+
+
+def _state(model, optimizer, scheduler, scaler, cfg: TrainConfig, fold: int, row: dict) -> dict:
+    """The checkpoint dict of the epoch that ``row`` logs."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": row["epoch"], "fold": fold, "config": cfg.as_dict(), "metrics": row,
+            "model_info": model_info(model).as_dict(), "code_version": code_version()}
 
 
 def train_folds(cfg: TrainConfig, fold_ids: list[int], resume: bool = False) -> list[dict]:
