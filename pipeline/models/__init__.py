@@ -1,2 +1,3 @@
-"""Models: the registry (build, describe, rebuild), FCN32-VGG11, encoder weights, the forward
-pass and its precision policy, and the losses."""
+"""Models: the registry (build, describe, rebuild, export), FCN32-VGG11, the smp zoo, encoder
+weights (offline ImageNet EfficientNet-Lite0), the forward pass and its precision policy, and
+the losses."""

@@ -9,6 +9,7 @@ training config: architecture, head, outputs, input scale, normalisation and str
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from collections.abc import Callable
@@ -196,8 +197,9 @@ def export(model: nn.Module, path: Path) -> None:
     with torch.no_grad():
         program = torch.export.export(model.eval(), (example,),
                                       dynamic_shapes={"images": {0: batch}})
-    with fileio.atomic_path(path) as tmp:
-        torch.export.save(program, tmp)
+    buffer = io.BytesIO()   # torch.export wants a .pt2 name or a buffer, not a temp name
+    torch.export.save(program, buffer)
+    fileio.write_bytes(path, buffer.getvalue())
 
 
 def _load_exported(path: Path, info: ModelInfo, error: ImportError) -> nn.Module:
