@@ -74,6 +74,8 @@ def test_an_old_checkpoint_takes_scale_from_its_config(tmp_path):
                                   tmp_path / "old.pt")
     with pytest.raises(ValueError, match="not a checkpoint of this pipeline"):
         ModelInfo.from_checkpoint({"model": {}}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="model_info lacks head, n_outputs"):
+        ModelInfo.from_checkpoint({"model": {}, "model_info": {"name": "unet"}}, tmp_path / "y.pt")
 
 
 def test_wrong_names_list_the_valid_ones():

@@ -83,6 +83,11 @@ class ModelInfo:
                   "std": fcn32.IMAGENET_STD, "stride": spec.stride, **info}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
                   if k in cls.__dataclass_fields__}
+        missing = sorted(set(cls.__dataclass_fields__) - set(values) - {"encoder_weights", "gate",
+                                                                        "n_classes"})
+        if missing:
+            raise ValueError(f"{path}: model_info lacks {', '.join(missing)}; it is not a "
+                             "checkpoint of this pipeline")
         found = cls(**values)
         if found.head not in HEADS or HEADS[found.head] != found.n_outputs:
             raise ValueError(f"{path}: {found.n_outputs} outputs does not match model "
