@@ -12,6 +12,7 @@ and, for a model with a gate, the class is empty where its presence probability 
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from pipeline import fileio
-from pipeline.config import N_CLASSES
+from pipeline.config import N_CLASSES, Head
 from pipeline.models.forward import default_masks
 
 
@@ -47,8 +48,9 @@ class PostProcess:
         return any(p is not None for p in self.presence)
 
     def __post_init__(self) -> None:
-        if self.head not in ("softmax", "sigmoid"):
-            raise ValueError(f"unknown head {self.head!r}; valid heads: softmax, sigmoid")
+        if self.head not in typing.get_args(Head):
+            raise ValueError(f"unknown head {self.head!r}; valid heads: "
+                             f"{', '.join(typing.get_args(Head))}")
         object.__setattr__(self, "threshold", _per_class(self.threshold, "threshold", float))
         object.__setattr__(self, "min_area", _per_class(self.min_area, "min_area", int))
         object.__setattr__(self, "min_component",

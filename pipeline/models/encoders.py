@@ -17,6 +17,9 @@ import torch
 import torchvision
 from torch import nn
 
+# torchvision's ImageNet input statistics (per RGB channel), which most encoders' weights expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_HINT = ("download vgg11-8a719046.pth on a machine with internet (or attach it to the "
                 "Kaggle kernel as a dataset) and pass its path as --encoder-weights PATH")
 

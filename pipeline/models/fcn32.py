@@ -25,11 +25,9 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.models.encoders import load_encoder_weights
+from pipeline.models.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder_weights
 from pipeline.models.forward import check_input
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 32
 DECODER_CHANNELS = (512, 256, 128, 64, 32, 32)
 

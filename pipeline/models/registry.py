@@ -13,7 +13,7 @@ import io
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline import fileio
 from pipeline.config import HEIGHT, N_CLASSES, WIDTH
-from pipeline.models import fcn32, zoo
+from pipeline.models import encoders, fcn32, zoo
 
 HEADS: dict[str, int] = {"softmax": N_CLASSES + 1, "sigmoid": N_CLASSES}
 
@@ -79,12 +79,12 @@ class ModelInfo:
         normalisation were recorded (all FCN32-VGG11) take them from their training config."""
         spec, info = spec_of(state, path), state["model_info"]
         values = {"input_scale": (state.get("config") or {}).get("scale", 1.0),
-                  "encoder": spec.default_encoder, "mean": fcn32.IMAGENET_MEAN,
-                  "std": fcn32.IMAGENET_STD, "stride": spec.stride, **info}
+                  "encoder": spec.default_encoder, "mean": encoders.IMAGENET_MEAN,
+                  "std": encoders.IMAGENET_STD, "stride": spec.stride, **info}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
                   if k in cls.__dataclass_fields__}
-        missing = sorted(set(cls.__dataclass_fields__) - set(values) - {"encoder_weights", "gate",
-                                                                        "n_classes"})
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = sorted(required - set(values))
         if missing:
             raise ValueError(f"{path}: model_info lacks {', '.join(missing)}; it is not a "
                              "checkpoint of this pipeline")

@@ -23,8 +23,6 @@ ARCHITECTURES: dict[str, str] = {
 }
 DEFAULT_ENCODER = "tu-tf_efficientnet_lite0"
 STRIDE = 32
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_URL = "https://huggingface.co"
 
 
@@ -76,7 +74,7 @@ def normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` of the encoder's ImageNet weights."""
     if _offline_imagenet(encoder):
         return imagenet_lite.MEAN, imagenet_lite.STD
-    return IMAGENET_MEAN, IMAGENET_STD
+    return encoders.IMAGENET_MEAN, encoders.IMAGENET_STD
 
 
 def build(architecture: str, n_outputs: int, encoder: str = DEFAULT_ENCODER,
