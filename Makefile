@@ -35,6 +35,8 @@ KAGGLE_DATASET ?=
 KERNEL ?=
 KERNEL_DIR ?= kernels/$(notdir $(KERNEL))
 KERNEL_VERSION ?=
+# Only for competitions that accept an uploaded file (Severstal does not).
+SUBMIT_FILE ?=
 SUBMIT_ARGS ?=
 ZOO_ARGS ?=
 
@@ -115,10 +117,11 @@ seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/
 download: install ## download + check the competition data into DATA_DIR (once; resumable)
 	$(PY) -m pipeline download --data-dir $(DATA_DIR)
 
-submit: install ## submit SUBMISSION (or KERNEL's KERNEL_VERSION) and wait for the public score
-	$(PY) -m pipeline submit --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --wait \
-		$(if $(KERNEL_VERSION),--kernel $(KERNEL) --kernel-version $(KERNEL_VERSION),--file $(SUBMISSION)) \
-		$(SUBMIT_ARGS)
+submit: install ## submit KERNEL's last pushed version (KERNEL_VERSION to choose) and wait for the score
+	$(if $(or $(KERNEL),$(SUBMIT_FILE)),,$(error set KERNEL=owner/slug))
+	$(PY) -m pipeline submit --run-dir $(RUN_DIR) --wait \
+		$(if $(SUBMIT_FILE),--file $(SUBMIT_FILE) --data-dir $(DATA_DIR),--kernel-dir $(KERNEL_DIR) \
+		$(if $(KERNEL_VERSION),--kernel-version $(KERNEL_VERSION))) $(SUBMIT_ARGS)
 
 upload-weights: install ## RUN_DIR's best.pt per fold + postprocess.json -> dataset KAGGLE_DATASET
 	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))

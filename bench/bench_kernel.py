@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        script = pack.build(root / "kernel", "me/severstal", "Severstal kernel",
+        script = pack.build(root / "kernel", "me/severstal-kernel", None,
                             "me/severstal-weights", "bench")
         competition = root / "input" / "severstal-steel-defect-detection"
         synthetic.write_dataset(competition, n_train=1, n_test=4, seed=0, quiet=True)

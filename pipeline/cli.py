@@ -167,21 +167,26 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     run = config.resolve_run_dir(args.run_dir)
     timing = {"wait": args.wait, "poll_seconds": args.poll_seconds, "timeout": args.timeout,
               "quiet": args.quiet}
-    if args.kernel or args.kernel_version is not None:
-        actions.submit_kernel_version(args.kernel, args.kernel_version, args.kernel_file,
-                                      args.message, run, **timing)
-    else:
+    if args.file and (args.kernel or args.kernel_dir or args.kernel_version):
+        raise ValueError("--file uploads a file; --kernel-dir/--kernel/--kernel-version submit "
+                         "a kernel version: pass one or the other")
+    if args.file:
         actions.submit(Path(args.file), config.resolve_data_dir(args.data_dir), run,
                        args.message, **timing)
+    else:
+        actions.submit_kernel_version(args.kernel, args.kernel_version,
+                                      Path(args.kernel_dir) if args.kernel_dir else None,
+                                      args.kernel_file, args.message, run, **timing)
     return 0
 
 
 def _cmd_upload_weights(args: argparse.Namespace) -> int:
-    from pipeline.kaggle import transfer
+    from pipeline.kaggle import datasets
 
     checkpoints = [Path(p) for p in args.checkpoints] if args.checkpoints else None
-    transfer.upload_weights(config.resolve_run_dir(args.run_dir), checkpoints, args.dataset,
-                            args.title, args.message, args.public, args.quiet)
+    datasets.upload_weights(config.resolve_run_dir(args.run_dir), checkpoints, args.dataset,
+                            args.title, args.message, args.public, args.quiet,
+                            args.wait_seconds)
     return 0
 
 
@@ -198,16 +203,16 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def _cmd_push_kernel(args: argparse.Namespace) -> int:
-    from pipeline.kaggle import actions
+    from pipeline.kaggle import push
 
-    actions.push_kernel(Path(args.kernel_dir), args.quiet)
+    push.push_kernel(Path(args.kernel_dir), args.quiet)
     return 0
 
 
 def _cmd_kernel_status(args: argparse.Namespace) -> int:
-    from pipeline.kaggle import actions
+    from pipeline.kaggle import push
 
-    actions.kernel_status(args.kernel)
+    push.kernel_status(args.kernel)
     return 0
 
 

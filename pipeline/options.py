@@ -213,16 +213,25 @@ def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
     add_data_dir(download)
     add_quiet(download)
 
-    submit = commands.add_parser("submit", help="validate and submit a file, or a kernel version")
-    submit.add_argument("--file", default=str(config.DEFAULT_SUBMISSION), help="submission.csv")
+    submit = commands.add_parser(
+        "submit", help="submit a kernel version (code competitions, this one), or a file")
+    submit.add_argument("--kernel-dir", default=None,
+                        help="the kernel folder push-kernel pushed: submit the version it "
+                             "recorded (default mode)")
+    submit.add_argument("--kernel", default=None, help="owner/slug: submit this kernel")
+    submit.add_argument("--kernel-version", type=int, default=None,
+                        help="its version number (default: the last one pushed)")
+    submit.add_argument("--kernel-file", default="submission.csv", help="the file it writes")
+    submit.add_argument("--file", default=None,
+                        help="upload this submission.csv instead (only for competitions that "
+                             "accept files; Severstal does not)")
     submit.add_argument("--message", default=None, help="description (code version + CV added)")
     submit.add_argument("--wait", action="store_true", help="wait for the public score")
-    submit.add_argument("--poll-seconds", type=float, default=30.0,
+    submit.add_argument("--poll-seconds", type=float, default=60.0,
                         help="seconds between checks")
-    submit.add_argument("--timeout", type=float, default=3600.0, help="longest wait in seconds")
-    submit.add_argument("--kernel", default=None, help="owner/slug: submit this kernel's output")
-    submit.add_argument("--kernel-version", type=int, default=None, help="its version number")
-    submit.add_argument("--kernel-file", default="submission.csv", help="the file it writes")
+    submit.add_argument("--timeout", type=float, default=12 * 3600.0,
+                        help="longest wait in seconds (a code submission reruns the kernel: "
+                             "hours); after it the submission stays queued on Kaggle")
     add_data_dir(submit)
     add_run_dir(submit)
     add_quiet(submit)
@@ -234,6 +243,8 @@ def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
     upload.add_argument("--title", default=None, help="dataset title (default from the slug)")
     upload.add_argument("--message", default=None, help="version notes")
     upload.add_argument("--public", action="store_true", help="make a new dataset public")
+    upload.add_argument("--wait-seconds", type=float, default=1800.0,
+                        help="longest wait for Kaggle to process the upload")
     add_run_dir(upload)
     add_quiet(upload)
 
@@ -241,7 +252,8 @@ def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
     kernel.add_argument("--kernel", required=True, help="owner/slug of the kernel")
     kernel.add_argument("--weights-dataset", required=True,
                         help="owner/slug of the Kaggle dataset holding the weights")
-    kernel.add_argument("--title", default="Severstal FCN32-VGG11", help="kernel title")
+    kernel.add_argument("--title", default=None,
+                        help="kernel title; must slugify to the slug (default made from it)")
     kernel.add_argument("--out-dir", default=None,
                         help="the kernel folder to write (default kernels/<slug>)")
 
@@ -249,8 +261,9 @@ def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
     push.add_argument("--kernel-dir", required=True, help="holds kernel-metadata.json + script")
     add_quiet(push)
 
-    status = commands.add_parser("kernel-status", help="a kernel's latest run status")
-    status.add_argument("--kernel", required=True, help="owner/slug")
+    status = commands.add_parser("kernel-status", help="a kernel version's run status")
+    status.add_argument("--kernel", required=True,
+                        help="owner/slug (its latest version) or owner/slug/N (version N)")
 
 
 def build_parser() -> argparse.ArgumentParser:

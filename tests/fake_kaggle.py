@@ -1,5 +1,13 @@
 """A local stand-in for the Kaggle API, spoken to by the real ``kaggle`` client.
 
+It answers as the real service does where that is less kind than a plain success: Severstal is a
+kernels-only competition (``CreateSubmission`` answers an error body; the listing says
+``isKernelsSubmissionsOnly``); ``SaveKernel`` creates a new kernel under the slug of its *title*
+and reports sources it cannot attach in ``invalid*Sources`` next to a success; a dataset goes
+through processing states before ``GetDatasetStatus`` says READY, and a version created while
+one is processing is refused with 403; kernel versions have their own run states; access tokens
+are checked with ``IntrospectToken`` and sent as Bearer, legacy keys as Basic auth.
+
 The client runs with ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` (endpoint ``http://localhost``) and
 ``HTTP_PROXY`` pointing here, so every request arrives with an absolute URI. Only the remote
 service is replaced: ``POST /api/v1/<service>/<Method>`` with camelCase JSON, the 302 to a signed
@@ -11,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -23,6 +32,7 @@ import pytest
 
 USERNAME = "tester"
 KEY = "fake-kaggle-key-5d41402abc4b2a76"  # must never appear in any output or file
+TOKEN = "KGAT_fake0access0token0c4ca4238a0b9"  # an access token ("Create New Token"); likewise
 COMPETITION = "severstal-steel-defect-detection"
 BLOB_PATH = f"/storage/kaggle-competitions-data/{COMPETITION}.zip"
 LAST_MODIFIED = "Mon, 01 Jul 2019 12:00:00 GMT"
@@ -55,10 +65,28 @@ class FakeKaggle:
         self.blob_status: int | None = None  # e.g. 403: the signed archive URL has expired
         self.submission_statuses = ["COMPLETE"]
         self.public_score = "0.8556"
-        self.kernel_status = "RUNNING"
-        self.datasets: set[str] = set()
+        self.kernels_only = True  # the listing's isKernelsSubmissionsOnly
+        self.accepting = True  # False: the competition no longer takes submissions (404)
+        # A dataset's status sequence: each GetDatasetStatus moves one step, the last stays.
+        self.processing = ["BLOBS_RECEIVED", "BLOBS_DECOMPRESSED", "READY"]
+        self.datasets: dict[str, list[str]] = {}
+        # kernel "owner/slug" -> its versions' run states, version 1 first; a new version
+        # starts with `new_version_states` and moves one step per status read.
+        self.kernels: dict[str, list[list[str]]] = {}
+        self.new_version_states = ["QUEUED", "RUNNING", "COMPLETE"]
+        self.kernel_failure = "Your notebook hit an error"
+        self.save_kernel_extra: dict = {}  # e.g. {"invalidDatasetSources": [...]}
+        self.drop: set[str] = set()  # methods whose connection drops after they took effect
         self.uploads: dict[str, bytes] = {}
         self.blob_names: dict[str, str] = {}
+
+    def add_dataset(self, ref: str, *states: str) -> None:
+        """A dataset that exists, in these states (default READY)."""
+        self.datasets[ref] = list(states or ("READY",))
+
+    def add_kernel(self, ref: str, *versions: str) -> None:
+        """A kernel whose versions 1, 2, ... are in these (final) run states."""
+        self.kernels[ref] = [[state] for state in versions]
 
     def fail(self, name: str, *statuses: int) -> None:
         """Answer the next calls of ``name`` with these HTTP statuses, in order."""
@@ -97,6 +125,9 @@ class Handler(BaseHTTPRequestHandler):
                                               dict(self.headers), body, data))
 
     def _send(self, status: int, data: bytes = b"", headers: dict | None = None) -> None:
+        if getattr(self, "mute", False):  # the connection drops: no answer at all
+            self.close_connection = True
+            return
         self.send_response(status)
         for key, value in {"Content-Length": str(len(data)), **(headers or {})}.items():
             self.send_header(key, value)
@@ -115,8 +146,10 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(data or b"{}")
         self._record(name, body, data)
         basic = base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode()
-        if self.headers.get("Authorization") != f"Basic {basic}":
+        if name != "IntrospectToken" and self.headers.get("Authorization") not in (
+                f"Basic {basic}", f"Bearer {TOKEN}"):
             return self._error(401, "Unauthenticated")
+        self.mute = name in self.fake.drop
         with self.fake.lock:
             queued = self.fake.failures.get(name)
             status = queued.pop(0) if queued else None
@@ -168,14 +201,52 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(403, "You must accept this competition's rules first")
         self._send(302, headers={"Location": f"http://localhost{BLOB_PATH}?Signature=abc"})
 
+    def api_IntrospectToken(self, body: dict) -> None:
+        if body.get("token") != TOKEN:
+            return self._json(200, {"active": False})
+        self._json(200, {"active": True, "username": USERNAME})
+
+    def api_ListCompetitions(self, body: dict) -> None:
+        entry = {"ref": f"https://www.kaggle.com/competitions/{COMPETITION}",
+                 "title": "Severstal: Steel Defect Detection", "category": "Featured",
+                 "isKernelsSubmissionsOnly": self.fake.kernels_only,
+                 "submissionsDisabled": not self.fake.accepting}
+        found = [entry] if body.get("search", "") in COMPETITION else []
+        self._json(200, {"competitions": found})
+
+    def _competition_open(self, body: dict) -> bool:
+        if body.get("competitionName") != COMPETITION or not self.fake.accepting:
+            self._error(404, "Competition not found or not accepting submissions")
+            return False
+        return True
+
     def api_StartSubmissionUpload(self, body: dict) -> None:
-        self._json(200, {"token": "submission-token",
-                         "createUrl": "http://localhost/upload/submission-token"})
+        if self._competition_open(body):
+            self._json(200, {"token": "submission-token",
+                             "createUrl": "http://localhost/upload/submission-token"})
 
     def api_CreateSubmission(self, body: dict) -> None:
+        if not self._competition_open(body):
+            return
+        if self.fake.kernels_only:
+            return self._error(400, "This competition only accepts submissions from Notebooks")
         self._json(200, {"message": "Successfully submitted", "ref": 4242})
 
+    def _kernel_version(self, ref: str, version: int | None) -> list[str] | None:
+        versions = self.fake.kernels.get(ref, [])
+        if version is None:
+            return versions[-1] if versions else None
+        return versions[version - 1] if 1 <= version <= len(versions) else None
+
     def api_CreateCodeSubmission(self, body: dict) -> None:
+        if not self._competition_open(body):
+            return
+        ref = f"{body.get('kernelOwner')}/{body.get('kernelSlug')}"
+        states = self._kernel_version(ref, body.get("kernelVersion"))
+        if states is None:
+            return self._error(404, f"Kernel {ref} version {body.get('kernelVersion')} not found")
+        if states[0] != "COMPLETE":
+            return self._error(400, "The notebook version has not completed successfully")
         self._json(200, {"message": "Successfully submitted", "ref": 4343})
 
     def api_GetSubmission(self, body: dict) -> None:
@@ -185,6 +256,8 @@ class Handler(BaseHTTPRequestHandler):
         answer = {"ref": body.get("ref"), "status": status}
         if status == "COMPLETE":
             answer["publicScore"] = self.fake.public_score
+        if status == "ERROR":
+            answer["errorDescription"] = "Notebook Threw Exception"
         self._json(200, answer)
 
     def api_StartBlobUpload(self, body: dict) -> None:
@@ -194,27 +267,71 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
 
     def api_GetDatasetStatus(self, body: dict) -> None:
-        if f"{body.get('ownerSlug')}/{body.get('datasetSlug')}" not in self.fake.datasets:
-            return self._error(404, "Dataset not found")
-        self._json(200, {"status": "READY"})
+        ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
+        with self.fake.lock:
+            states = self.fake.datasets.get(ref)
+            if states is None:
+                return self._error(404, "Dataset not found")
+            status = states.pop(0) if len(states) > 1 else states[0]
+        self._json(200, {"status": status})
 
     def api_CreateDataset(self, body: dict) -> None:
         ref = f"{body['ownerSlug']}/{body['slug']}"
-        self.fake.datasets.add(ref)
+        if ref in self.fake.datasets:
+            return self._error(409, "Slug already in use")
+        self.fake.datasets[ref] = list(self.fake.processing)
         self._json(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}",
                          "status": "Ok"})
 
     def api_CreateDatasetVersion(self, body: dict) -> None:
         ref = f"{body['ownerSlug']}/{body['datasetSlug']}"
+        states = self.fake.datasets.get(ref)
+        if states is None:
+            return self._error(404, "Dataset not found")
+        if body["ownerSlug"] != USERNAME or states[0] != "READY":
+            return self._error(403, "Permission 'datasets.update' was denied")
+        self.fake.datasets[ref] = list(self.fake.processing)
         self._json(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}",
                          "status": "Ok"})
 
     def api_SaveKernel(self, body: dict) -> None:
-        self._json(200, {"ref": f"/code/{body['slug']}", "versionNumber": 3,
-                         "url": f"https://www.kaggle.com/code/{body['slug']}"})
+        owner, _, slug = body["slug"].partition("/")
+        ref = body["slug"]
+        if ref not in self.fake.kernels:  # a new kernel's slug comes from its title
+            ref = f"{owner}/{slugify(body.get('newTitle') or slug)}"
+        invalid = {
+            "invalidDatasetSources": [d for d in body.get("datasetDataSources", [])
+                                      if self.fake.datasets.get(d, ["?"])[-1] != "READY"],
+            "invalidCompetitionSources": [c for c in body.get("competitionDataSources", [])
+                                          if c != COMPETITION],
+            "invalidKernelSources": [k for k in body.get("kernelDataSources", [])
+                                     if k not in self.fake.kernels]}
+        with self.fake.lock:
+            versions = self.fake.kernels.setdefault(ref, [])
+            versions.append(list(self.fake.new_version_states))
+        self._json(200, {"ref": f"/code/{ref}", "url": f"https://www.kaggle.com/code/{ref}",
+                         "versionNumber": len(versions), **invalid,
+                         **self.fake.save_kernel_extra})
 
     def api_GetKernelSessionStatus(self, body: dict) -> None:
-        self._json(200, {"status": self.fake.kernel_status})
+        ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
+        label = body.get("versionLabel")
+        version = int(label[1:]) if label else None
+        with self.fake.lock:
+            states = self._kernel_version(ref, version)
+            if states is None:
+                return self._error(404, "Notebook not found")
+            status = states.pop(0) if len(states) > 1 else states[0]
+        answer = {"status": status}
+        if status == "ERROR":
+            answer["failureMessage"] = self.fake.kernel_failure
+        self._json(200, answer)
+
+
+def slugify(title: str) -> str:
+    """Kaggle's slug of a title: lower case, runs of anything else than letters and digits
+    become one dash."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 class Server(ThreadingHTTPServer):
@@ -238,7 +355,8 @@ def fake_kaggle_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[F
     for name, value in {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": proxy,
                         "http_proxy": proxy, "NO_PROXY": "", "no_proxy": "", "HOME": str(home),
                         "KAGGLE_CONFIG_DIR": str(home / ".kaggle"), "KAGGLE_USERNAME": USERNAME,
-                        "KAGGLE_KEY": KEY, "SEVERSTAL_KAGGLE_RETRY_DELAY": "0.01"}.items():
+                        "KAGGLE_KEY": KEY, "SEVERSTAL_KAGGLE_RETRY_DELAY": "0.01",
+                        "SEVERSTAL_KAGGLE_POLL_SECONDS": "0.01"}.items():
         monkeypatch.setenv(name, value)
     for name in ("KAGGLE_API_TOKEN", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
                  "VERBOSE", "VERBOSE_OUTPUT", "KAGGLE_KERNEL_RUN_TYPE", "XDG_CONFIG_HOME",

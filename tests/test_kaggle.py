@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fake_kaggle import COMPETITION, ETAG, KEY, USERNAME, fake_kaggle_fixture  # noqa: F401
+from fake_kaggle import COMPETITION, ETAG, KEY, TOKEN, USERNAME, fake_kaggle_fixture  # noqa: F401
 
 from pipeline import checkpoint, cli, config, console, options
 from pipeline.kaggle import api, transfer
 
 SAMPLE = "ImageId,EncodedPixels,ClassId\nc.jpg,1 409600,0\nd.jpg,1 409600,0\n"
-SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())
+SECRETS = (KEY, TOKEN, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())
 
 
 def make_zip(entries: dict, extra: tuple = ()) -> bytes:
@@ -165,8 +165,8 @@ def test_rules_not_accepted_points_to_the_rules_page(fake_kaggle, tmp_path):
     assert api.RULES_URL not in str(error.value)
 
 
-@pytest.fixture
-def submission_dirs(tmp_path) -> tuple:
+@pytest.fixture(name="submission_dirs")
+def submission_dirs_fixture(tmp_path) -> tuple:
     """DATA_DIR with the sample, a valid submission.csv, RUN_DIR with a CV report."""
     data, run_dir = tmp_path / "data", tmp_path / "run"
     data.mkdir()
@@ -179,12 +179,14 @@ def submission_dirs(tmp_path) -> tuple:
 
 def test_submit_uploads_the_bytes_with_version_and_cv_score(fake_kaggle, submission_dirs,
                                                             capsys):
+    """For a competition that accepts files (Severstal does not)."""
     data, run_dir, path = submission_dirs
+    fake_kaggle.kernels_only = False
     assert run("submit", "--file", path, "--data-dir", data, "--run-dir", run_dir,
                "--message", "fold ensemble", "--quiet") == 0
     assert [r.name for r in fake_kaggle.requests] == [
-        "StartSubmissionUpload", "PUT", "CreateSubmission"]
-    start, put, create = fake_kaggle.requests
+        "ListCompetitions", "StartSubmissionUpload", "PUT", "CreateSubmission"]
+    start, put, create = fake_kaggle.requests[1:]
     assert start.body["fileName"] == "submission.csv"
     assert start.body["contentLength"] == len(SAMPLE)
     assert put.data == Path(path).read_bytes()
@@ -205,6 +207,7 @@ def test_an_invalid_submission_never_uploads(fake_kaggle, submission_dirs):
 
 def test_submit_wait_polls_until_the_public_score(fake_kaggle, submission_dirs, capsys):
     data, run_dir, path = submission_dirs
+    fake_kaggle.kernels_only = False
     fake_kaggle.submission_statuses = ["PENDING", "COMPLETE"]
     run("submit", "--file", path, "--data-dir", data, "--run-dir", run_dir, "--wait",
         "--poll-seconds", "0.01")
@@ -216,8 +219,11 @@ def test_submit_wait_polls_until_the_public_score(fake_kaggle, submission_dirs, 
 
 def test_a_kernel_version_is_submitted_as_a_code_submission(fake_kaggle, submission_dirs):
     _, run_dir, _ = submission_dirs
+    fake_kaggle.add_kernel("tester/severstal-offline", "COMPLETE", "ERROR", "COMPLETE")
     run("submit", "--kernel", "tester/severstal-offline", "--kernel-version", "3",
         "--run-dir", run_dir)
+    (status,) = fake_kaggle.named("GetKernelSessionStatus")
+    assert status.body["versionLabel"] == "v3"
     (request,) = fake_kaggle.named("CreateCodeSubmission")
     expected = {"competitionName": COMPETITION, "kernelOwner": "tester",
                 "kernelSlug": "severstal-offline", "kernelVersion": 3,
@@ -287,12 +293,13 @@ def test_one_owner_slug_rule_for_every_command(fake_kaggle, tmp_path, ref, words
 
 
 def test_push_kernel_sends_the_script_with_internet_off(fake_kaggle, tmp_path, capsys):
+    fake_kaggle.add_dataset("tester/severstal-weights")
     run("push-kernel", "--kernel-dir", str(kernel_dir(tmp_path)))
     (save,) = fake_kaggle.named("SaveKernel")
     assert save.body["text"] == "print('predicting offline')\n"
     assert save.body["enableInternet"] is False and save.body["enableGpu"] is True
     assert save.body["competitionDataSources"] == [COMPETITION]
-    assert "version 3" in capsys.readouterr().out
+    assert "version 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("internet, words", [(True, "set it to false"), (None, "no enable")])
@@ -308,6 +315,7 @@ def test_kernel_status_with_a_shared_kaggle_json(fake_kaggle, monkeypatch, capsy
     path = Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"
     path.write_text(json.dumps({"username": USERNAME, "key": KEY}))
     path.chmod(0o644)
+    fake_kaggle.add_kernel("tester/severstal-offline", "RUNNING")
     run("kernel-status", "--kernel", "tester/severstal-offline")
     assert fake_kaggle.named("GetKernelSessionStatus")[0].body == {
         "userName": "tester", "kernelSlug": "severstal-offline"}
@@ -321,9 +329,14 @@ def test_missing_credentials_say_where_to_put_them(fake_kaggle, monkeypatch, tmp
     monkeypatch.delenv("KAGGLE_KEY")
     with pytest.raises(RuntimeError) as error:
         run("download", "--data-dir", str(tmp_path / "data"))
-    for words in ("kaggle.json", "chmod 600", "KAGGLE_USERNAME", "KAGGLE_KEY",
-                  "KAGGLE_API_TOKEN", os.environ["KAGGLE_CONFIG_DIR"]):
-        assert words in str(error.value)
+    message = str(error.value)
+    # Both kinds of credential, in the order the client tries them: token first.
+    order = ("Create New Token", "KAGGLE_API_TOKEN", "~/.kaggle/access_token",
+             "Create Legacy API Key", os.environ["KAGGLE_CONFIG_DIR"] + "/kaggle.json",
+             "KAGGLE_USERNAME", "KAGGLE_KEY")
+    assert [message.find(words) for words in order] == sorted(
+        message.find(words) for words in order) and all(w in message for w in order)
+    assert message.count("chmod 600") == 2
     assert fake_kaggle.requests == []
 
 
@@ -344,6 +357,7 @@ def test_server_errors_are_retried_with_backoff(fake_kaggle, entries, tmp_path, 
     run("download", "--data-dir", str(tmp_path / "data"), "--quiet")
     assert len(fake_kaggle.named("DownloadDataFiles")) == 3
     assert "retry 2/3" in capsys.readouterr().err
+    fake_kaggle.add_dataset("tester/severstal-weights")
     fake_kaggle.fail("SaveKernel", 500, 500, 500, 500)
     with pytest.raises(RuntimeError, match=r"HTTP 500"):
         run("push-kernel", "--kernel-dir", str(kernel_dir(tmp_path)))
@@ -366,11 +380,13 @@ def test_an_unreachable_server_is_reported_as_offline(fake_kaggle, monkeypatch, 
 def test_the_key_never_reaches_output_or_files(fake_kaggle, entries, submission_dirs,
                                                monkeypatch, tmp_path, capsys):
     fake_kaggle.archive = make_zip(entries)
+    fake_kaggle.kernels_only = False
     data, run_dir, path = submission_dirs
     assert cli.main(["download", "--data-dir", str(tmp_path / "full")]) == 0
     assert cli.main(["submit", "--file", path, "--data-dir", data,
                      "--run-dir", run_dir, "--wait", "--poll-seconds", "0"]) == 0
     monkeypatch.setenv("VERBOSE", "true")  # the client would print request headers
+    fake_kaggle.add_dataset("tester/severstal-weights")
     fake_kaggle.fail("SaveKernel", 403)
     assert cli.main(["push-kernel", "--kernel-dir", str(kernel_dir(tmp_path))]) == 1
     out, err = capsys.readouterr()

@@ -17,10 +17,10 @@ from pipeline.inference.postprocess import PostProcess
 
 
 def test_build_is_deterministic_and_offline(tmp_path):
-    first = pack.build(tmp_path / "a", "me/severstal-kernel", "Severstal kernel",
-                       "me/severstal-weights", "1.0")
-    second = pack.build(tmp_path / "b", "me/severstal-kernel", "Severstal kernel",
-                        "me/severstal-weights", "1.0")
+    first = pack.build(tmp_path / "a", "me/severstal-kernel", None, "me/severstal-weights",
+                       "1.0")
+    second = pack.build(tmp_path / "b", "me/severstal-kernel", None, "me/severstal-weights",
+                        "1.0")
     assert first.read_bytes() == second.read_bytes()
     metadata = json.loads((tmp_path / "a" / "kernel-metadata.json").read_text())
     assert metadata["enable_internet"] is False and metadata["enable_gpu"] is True
@@ -28,6 +28,7 @@ def test_build_is_deterministic_and_offline(tmp_path):
     assert metadata["competition_sources"] == ["severstal-steel-defect-detection"]
     assert metadata["dataset_sources"] == ["me/severstal-weights"]
     assert metadata["code_file"] == first.name
+    assert metadata["title"] == "Severstal Kernel"  # Kaggle's slug of it is the id's slug
     imports = [line.split("  #")[0] for line in first.read_text().splitlines()
                if line.startswith("import ")]
     assert imports == ["import time", "import base64", "import os", "import sys",
@@ -39,7 +40,10 @@ def test_build_is_deterministic_and_offline(tmp_path):
     ("me/k", "weights", "A title", "--weights-dataset 'weights' is not an owner/slug"),
     ("me/k", "me/w", "A title", "slug of 6-50"),
     ("me/k", "me/severstal_weights", "A title", "letters, digits or dashes"),
-    ("me/k", "me/severstal-weights", "abc", "at least 5"),
+    ("me/kernel", "me/severstal-weights", "abc", "5[+] characters"),
+    ("me/severstal-unet", "me/severstal-weights", "Severstal U-Net", "slugify to the slug"),
+    ("me/severstal-unet", "me/severstal-weights", "My Severstal kernel",
+     "use 'Severstal Unet'"),
 ])
 def test_bad_metadata_arguments(tmp_path, kernel, dataset, title, message):
     with pytest.raises(ValueError, match=message):
@@ -81,21 +85,29 @@ sys.meta_path.insert(0, Block())
 """
 
 
-def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = ()) -> str:
-    """Stage the weights, pack the kernel and run it in a clean Python on fake inputs, with
-    the ``blocked`` packages made unimportable; returns its stdout."""
-    # The attached inputs: competition data at a recent mount path, the weights dataset.
-    inputs = tmp_path / "input"
-    competition = inputs / "competitions" / "severstal-steel-defect-detection"
+# Where Kaggle has mounted the inputs over the years: (competition, weights dataset).
+LAYOUTS = {"old": ("severstal-steel-defect-detection", "severstal-weights"),
+           "new": ("competitions/severstal-steel-defect-detection",
+                   "datasets/me/severstal-weights")}
+
+
+def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
+               layout: str = "new") -> tuple[str, Path, Path]:
+    """Stage the weights, pack the kernel and run it in a clean Python on fake inputs mounted as
+    in ``layout``, with the ``blocked`` packages made unimportable; returns its stdout, the
+    weights folder and the working folder."""
+    inputs = tmp_path / f"input-{layout}"
+    competition, weights = (inputs / part for part in LAYOUTS[layout])
     competition.mkdir(parents=True)
     shutil.copy(data / "sample_submission.csv", competition)
     shutil.copytree(data / "test_images", competition / "test_images")
-    weights = inputs / "severstal-weights"   # what `make upload-weights` puts in the dataset
+    # What `make upload-weights` puts in the dataset.
     transfer.stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
                            "me/severstal-weights", "Severstal weights", weights)
-    script = pack.build(tmp_path / "kernels" / "k", "me/k", "Severstal kernel",
+    script = pack.build(tmp_path / "kernels" / "k", "me/severstal-kernel", None,
                         "me/severstal-weights", "test")
-    working, elsewhere, site = tmp_path / "working", tmp_path / "elsewhere", tmp_path / "site"
+    working, elsewhere, site = (tmp_path / f"{name}-{layout}"
+                                for name in ("working", "elsewhere", "site"))
     for folder in (working, elsewhere, site):
         folder.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=set(blocked)))
@@ -109,7 +121,8 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = ()) -> st
     result = subprocess.run([sys.executable, str(script)], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    assert f"data {competition}, weights {weights}" in result.stdout
+    return result.stdout, weights, working
 
 
 @pytest.mark.slow
@@ -118,14 +131,13 @@ def test_kernel_in_clean_environment_matches_predict(tmp_path):
     PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
                    "--workers", 2, "--quiet") == 0
-    out = run_kernel(tmp_path, data, run)
-    assert sorted(p.name for p in (tmp_path / "input" / "severstal-weights").glob("*.pt")) == [
-        "fold0.pt", "fold1.pt"]
-    assert ".zip" in out.split("pipeline ")[1].splitlines()[0]
-    assert str(Path(__file__).resolve().parent.parent) not in out
-    assert (tmp_path / "working" / "submission.csv").read_bytes() == (
-        tmp_path / "p.csv").read_bytes()
-    assert "start-up" in out
+    for layout in LAYOUTS:  # both mounts seen on Kaggle
+        out, weights, working = run_kernel(tmp_path, data, run, layout=layout)
+        assert sorted(p.name for p in weights.glob("*.pt")) == ["fold0.pt", "fold1.pt"]
+        assert ".zip" in out.split("pipeline ")[1].splitlines()[0]
+        assert str(Path(__file__).resolve().parent.parent) not in out
+        assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
+        assert "start-up" in out
 
 
 @pytest.mark.slow
@@ -142,9 +154,8 @@ def test_kernel_runs_a_gated_unet_without_smp_or_timm(tmp_path):
     PostProcess(threshold=0.3, min_area=50, presence=0.2).save(run / "postprocess.json")
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
                    "--workers", 0, "--quiet") == 0
-    run_kernel(tmp_path, data, run, blocked=("segmentation_models_pytorch", "timm"))
-    weights = tmp_path / "input" / "severstal-weights"
+    _, weights, working = run_kernel(tmp_path, data, run,
+                                     blocked=("segmentation_models_pytorch", "timm"))
     assert sorted(p.name for p in weights.glob("fold*")) == ["fold0.pt", "fold0.pt2",
                                                              "fold1.pt", "fold1.pt2"]
-    assert (tmp_path / "working" / "submission.csv").read_bytes() == (
-        tmp_path / "p.csv").read_bytes()
+    assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()

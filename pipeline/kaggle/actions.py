@@ -1,4 +1,5 @@
-"""Kaggle actions: submit a file or a kernel version, push a kernel, read a kernel's status.
+"""Submitting: a kernel version (the code-competition path, checked to have completed), or a
+file for a competition that accepts files; the description and the wait for the score.
 
 Each raises ValueError / FileNotFoundError / RuntimeError with a message saying what to do;
 the CLI parses the flags and calls these.
@@ -11,7 +12,11 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.inference import submission
-from pipeline.kaggle import api
+from pipeline.kaggle import api, push, submissions
+
+# A code submission reruns the kernel on the hidden test set: up to its run-time limit plus a
+# queue. The kaggle CLI's own default wait is 12 hours.
+WAIT_SECONDS = 12 * 3600.0
 
 
 def describe(run: config.RunPaths, message: str | None = None) -> str:
@@ -29,98 +34,61 @@ def describe(run: config.RunPaths, message: str | None = None) -> str:
 
 
 def submit(path: Path, data: config.DataPaths, run: config.RunPaths, message: str | None = None,
-           wait: bool = False, poll_seconds: float = 30.0, timeout: float = 3600.0,
+           wait: bool = False, poll_seconds: float = 60.0, timeout: float = WAIT_SECONDS,
            quiet: bool = False) -> int:
-    """Validate a submission file against the sample, upload it, optionally wait for its score."""
+    """Validate a submission file against the sample and upload it, for a competition that
+    accepts files (a code competition is refused before anything is uploaded)."""
     if not data.sample_submission.is_file():
         raise FileNotFoundError(f"{data.sample_submission} does not exist: run `make download` "
                                 "or pass --data-dir")
     table = submission.validate(Path(path), submission.read_sample(data.sample_submission))
     description = describe(run, message)
-    ref = api.submit_file(Path(path), description, quiet)
+    ref = submissions.submit_file(Path(path), description, quiet)
     print(f"submitted {path} ({len(table)} rows) as submission {ref}: {description}")
     if wait:
-        score = api.wait_for_score(ref, poll_seconds, timeout, quiet)
-        print(f"submission {ref}: public score {score}")
+        _wait(ref, poll_seconds, timeout, quiet)
     return ref
 
 
-def submit_kernel_version(kernel: str, version: int, file_name: str = "submission.csv",
+def _wait(ref: int, poll_seconds: float, timeout: float, quiet: bool) -> None:
+    status, score = submissions.wait_for_score(ref, poll_seconds, timeout, quiet)
+    if score is not None:
+        print(f"submission {ref}: public score {score}")
+    else:
+        print(f"submission {ref}: still {status} on Kaggle; see {submissions.SUBMISSIONS_URL}")
+
+
+def submit_kernel_version(kernel: str | None = None, version: int | None = None,
+                          kernel_dir: Path | None = None, file_name: str = "submission.csv",
                           message: str | None = None, run: config.RunPaths | None = None,
-                          wait: bool = False, poll_seconds: float = 30.0,
-                          timeout: float = 3600.0, quiet: bool = False) -> int:
-    """Submit the output file of a kernel version (the code-competition path)."""
+                          wait: bool = False, poll_seconds: float = 60.0,
+                          timeout: float = WAIT_SECONDS, quiet: bool = False) -> int:
+    """Submit a kernel version (the code-competition path), by default the version that the
+    last ``push-kernel`` of ``kernel_dir`` recorded, once its run has completed."""
+    if kernel is None or version is None:
+        if kernel_dir is None:
+            raise ValueError("pass --kernel-dir (the folder push-kernel pushed), or --kernel "
+                             "owner/slug with --kernel-version N")
+        pushed, last = push.pushed_version(Path(kernel_dir))
+        if kernel not in (None, pushed) and version is None:
+            raise ValueError(f"--kernel {kernel} is not the kernel {kernel_dir} pushed "
+                             f"({pushed}): pass --kernel-version too")
+        kernel, version = kernel or pushed, version or last
     api.check_ref(kernel, "--kernel", "kernel")
-    if version is None or int(version) < 1:
+    if int(version) < 1:
         raise ValueError(f"--kernel-version {version!r}: pass the version number that "
                          "`push-kernel` printed (1 or more)")
+    status, failure = push.session_status(kernel, int(version))
+    if status != "COMPLETE":
+        hint = (f"it failed ({failure or 'no message'}): fix it and push a new version"
+                if status == "ERROR" else "wait until `make kernel-status` says COMPLETE")
+        raise api.KaggleError(f"kernel {kernel} version {version} is {status}, and Kaggle "
+                              f"scores only a version whose run completed: {hint}")
     description = describe(run or config.resolve_run_dir(), message)
-    ref = api.submit_code(kernel, int(version), file_name, description)
+    ref = submissions.submit_code(kernel, int(version), file_name, description)
     print(f"submitted {file_name} of {kernel} version {version} as submission {ref}: "
-          f"{description}")
+          f"{description}; Kaggle now reruns the kernel on the hidden test set (up to its "
+          "run-time limit, plus a queue)")
     if wait:
-        score = api.wait_for_score(ref, poll_seconds, timeout, quiet)
-        print(f"submission {ref}: public score {score}")
+        _wait(ref, poll_seconds, timeout, quiet)
     return ref
-
-
-def _read_kernel_metadata(folder: Path) -> dict:
-    path = folder / "kernel-metadata.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: build the kernel first (`make kernel`)")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
-    internet = meta.get("enable_internet")
-    if internet is None:
-        raise ValueError(f"{path} has no enable_internet, which the kaggle client turns into "
-                         'true: add "enable_internet": false')
-    if str(internet).lower() != "false":
-        raise ValueError(f"{path}: enable_internet is {internet!r}, but Severstal kernels run "
-                         "with the internet off: set it to false")
-    if config.COMPETITION not in meta.get("competition_sources", []):
-        raise ValueError(f"{path}: competition_sources lacks {config.COMPETITION!r}, so the "
-                         "kernel would not see the test images: add it")
-    code = meta.get("code_file")
-    if not code or not (folder / code).is_file():
-        raise FileNotFoundError(f"{path}: code_file {code!r} is not a file in {folder}")
-    return meta
-
-
-def push_kernel(kernel_dir: Path, quiet: bool = False) -> int:
-    """Push a kernel directory (kernel-metadata.json + script) with internet off; its version."""
-    folder = Path(kernel_dir)
-    meta = _read_kernel_metadata(folder)
-    client = api.client()
-    response = api.call(f"pushing kernel {meta.get('id')}", client.kernels_push, str(folder),
-                        retry_on=api.RETRY_UNPROCESSED)
-    if response.error:
-        raise api.KaggleError(f"Kaggle refused kernel {meta.get('id')}: {response.error}")
-    print(f"pushed {meta.get('id')} version {response.version_number}: {response.url}")
-    return response.version_number
-
-
-def _session_status(client, kernel: str):
-    import requests
-
-    try:
-        return client.kernels_status(kernel)
-    except ValueError as error:
-        # The client rewrites 401/403 into a ValueError about benchmarks: restore the HTTP error.
-        if isinstance(error.__context__, requests.HTTPError):
-            raise error.__context__ from None
-        raise
-
-
-def kernel_status(kernel: str) -> str:
-    """Print and return a kernel's latest session status (QUEUED, RUNNING, COMPLETE, ERROR...)."""
-    api.check_ref(kernel, "--kernel", "kernel")
-    client = api.client()
-    response = api.call(f"reading the status of kernel {kernel}", _session_status, client,
-                        kernel, missing=f"kernel {kernel} not found (HTTP 404): check "
-                                        "the owner/slug in its kernel-metadata.json")
-    status = response.status.name
-    failure = f": {response.failure_message}" if response.failure_message else ""
-    print(f"{kernel}: {status}{failure}")
-    return status

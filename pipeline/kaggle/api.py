@@ -1,17 +1,19 @@
-"""The only module that imports ``kaggle``: credentials, the client, retries, errors, the
-calls, and the owner/slug rules.
+"""The only module that imports ``kaggle``: the client (its version checked at first use), the
+remote-call wrapper with its retries and errors, the download, and the owner/slug rules.
 
 ``import kaggle`` authenticates at import time, so it happens inside ``client()`` once
 ``check_credentials()`` has found credentials. Every remote call goes through ``call()``: HTTP
-429 and 5xx are retried with exponential backoff; 401, 403, 404 and an unreachable server become
-one ``KaggleError`` saying what to do. No function here prints or logs a key or token.
+429 and 5xx are retried with exponential backoff (a create only on 429/503, when the server
+surely did nothing); 401, 403, 404 and an unreachable server become one ``KaggleError`` saying
+what to do. The client's own retries (10 tries, minutes when offline) are turned off. No function
+here prints or logs a key or token.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import json
 import logging
 import os
 import re
@@ -22,18 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import COMPETITION
+from pipeline.kaggle.credentials import TOKEN_URL, check_credentials, config_dir
 
 log = logging.getLogger(__name__)
 
 COMPETITION_URL = f"https://www.kaggle.com/c/{COMPETITION}"
 RULES_URL = f"{COMPETITION_URL}/rules"
-TOKEN_URL = "https://www.kaggle.com/settings"
+# The client range the calls here are written against (setup.cfg says the same).
+CLIENT_RANGE = ((2, 2, 5), (3,))
 TRIES_ENV, DELAY_ENV = "SEVERSTAL_KAGGLE_TRIES", "SEVERSTAL_KAGGLE_RETRY_DELAY"
 RETRY_ANY = frozenset({429, 500, 502, 503, 504})
 # Calls that create something are retried only when the server surely did nothing.
 RETRY_UNPROCESSED = frozenset({429, 503})
-NO_COMPETITION = (f"unknown competition {COMPETITION!r} (HTTP 404): check that {COMPETITION_URL} "
-                  "exists and that this account can see it")
+NO_COMPETITION = (f"unknown competition {COMPETITION!r}: check that {COMPETITION_URL} exists and "
+                  "that this account can see it")
 
 
 # Kaggle's rules for an owner/slug reference: the owner's user name, then a slug of letters,
@@ -58,53 +62,40 @@ def check_ref(ref: str | None, flag: str, kind: str) -> str:
     return ref
 
 
-def config_dir() -> Path:
-    """Where the client reads kaggle.json: $KAGGLE_CONFIG_DIR, ~/.kaggle, else ~/.config/kaggle."""
-    if os.environ.get("KAGGLE_CONFIG_DIR"):
-        return Path(os.environ["KAGGLE_CONFIG_DIR"])
-    legacy = Path.home() / ".kaggle"
-    if sys.platform.startswith("linux") and not legacy.exists():
-        return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
-    return legacy
+def split_kernel_version(ref: str | None, flag: str) -> tuple[str, int | None]:
+    """``owner/slug`` or ``owner/slug/N`` -> (``owner/slug``, N or None); ValueError if neither."""
+    ref = ref or ""
+    base, _, version = ref.rpartition("/") if ref.count("/") == 2 else (ref, "", "")
+    if version and not (version.isdigit() and int(version) >= 1):
+        raise ValueError(f"{flag} {ref!r}: the version after the second '/' must be a number "
+                         "(1 or more), as push-kernel prints it")
+    return check_ref(base, flag, "kernel"), int(version) if version else None
 
 
-def _warn_if_shared(path: Path, warn: bool) -> None:
-    if warn and os.name != "nt" and path.stat().st_mode & 0o077:
-        log.warning("%s is readable by other users: run `chmod 600 %s`", path, path)
+def slugify(title: str) -> str:
+    """The slug Kaggle derives from a kernel title (the client's own ``slugify``)."""
+    from slugify import slugify as kaggle_slugify  # python-slugify, as the client uses
+
+    return kaggle_slugify(title)
 
 
-def check_credentials(warn: bool = True) -> str:
-    """Where the client will find credentials (never their value); RuntimeError if nowhere."""
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return "$KAGGLE_API_TOKEN"
-    for name in ("access_token", "access_token.txt", "credentials.json"):
-        path = Path.home() / ".kaggle" / name
-        if path.is_file() and path.stat().st_size:
-            _warn_if_shared(path, warn)
-            return str(path)
-    user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
-    if user and key:
-        return "$KAGGLE_USERNAME/$KAGGLE_KEY"
-    path = config_dir() / "kaggle.json"
-    fix = (f"create an API token at {TOKEN_URL} (API > Create New Token), save kaggle.json in "
-           f"~/.kaggle/ or $KAGGLE_CONFIG_DIR (looked for {path}) and `chmod 600` it; or set "
-           "KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN")
-    if not path.is_file():
-        raise RuntimeError(f"no Kaggle credentials found: {fix}")
-    _warn_if_shared(path, warn)
-    try:
-        values = json.loads(path.read_text() or "{}")
-    except ValueError:
-        raise RuntimeError(f"{path} is not valid JSON: {fix}") from None
-    if not (isinstance(values, dict) and (user or values.get("username"))
-            and (key or values.get("key"))):
-        raise RuntimeError(f"{path} lacks 'username' or 'key': {fix}")
-    return str(path)
+def check_client_version(version: str) -> None:
+    """RuntimeError naming the fix unless ``version`` is in the range the code is written for."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    if not CLIENT_RANGE[0] <= numbers < CLIENT_RANGE[1]:
+        least, below = (".".join(map(str, v)) for v in CLIENT_RANGE)
+        raise RuntimeError(
+            f"the installed kaggle client is {version}, but this pipeline needs kaggle>={least},"
+            f"<{below} (on Python >= 3.11; older Pythons get kaggle 1.x, which lacks calls it "
+            f"makes): run `pip install 'kaggle>={least},<{below}'`, or `make install`")
 
 
 def client() -> Any:
     """An authenticated ``kaggle.KaggleApi`` following the current environment."""
+    from importlib import metadata
+
     source = check_credentials()
+    check_client_version(metadata.version("kaggle"))
     # The client prints notices on stdout (auth help, its own permission warning): ours suffice.
     with contextlib.redirect_stdout(io.StringIO()):
         import kaggle  # authenticates a module-level instance at import time
@@ -115,16 +106,26 @@ def client() -> Any:
         api.config_dir = str(config_dir())
         api.config = os.path.join(api.config_dir, "kaggle.json")
         api.args = ["--local"] if os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST" else []
+        # The client retries creates and uploads up to 10 times on a dropped connection
+        # (minutes offline, and a second dataset or version when the first try took effect):
+        # one try each; `call` decides what is safe to repeat.
+        api.with_retry = functools.partial(type(api).with_retry, api, max_retries=1)
         try:
             call("signing in to Kaggle", api.authenticate)
         except SystemExit:
             raise KaggleError(f"Kaggle did not accept the credentials in {source}: create a new "
-                              f"token at {TOKEN_URL} and replace them") from None
+                              f"token at {TOKEN_URL} (API > Create New Token) and replace "
+                              "them") from None
     return api
 
 
+def username(api: Any) -> str:
+    """The signed-in user's name, as the client resolved it (token introspection or key)."""
+    return str(api.config_values.get("username") or "")
+
+
 def _explain(error: Exception, status: int | None, what: str, rules: bool,
-             missing: str | None, tries: int) -> str:
+             missing: str | None, forbidden: str | None, tries: int) -> str:
     try:
         message = error.response.json().get("message")
     except (AttributeError, ValueError):
@@ -136,6 +137,8 @@ def _explain(error: Exception, status: int | None, what: str, rules: bool,
     if status == 401:
         return (f"Kaggle rejected the credentials in {check_credentials(False)} while {what} "
                 f"({code}): wrong, expired or revoked; create a new token at {TOKEN_URL}")
+    if status == 403 and forbidden:
+        return f"Kaggle refused {what} ({code}): {forbidden}"
     if status == 403 and rules:
         return (f"Kaggle refused {what} ({code}): this account has not accepted the "
                 f"competition rules; accept them at {RULES_URL}, then run again")
@@ -143,7 +146,7 @@ def _explain(error: Exception, status: int | None, what: str, rules: bool,
         return (f"Kaggle refused {what} ({code}): this account may not access it (private, or "
                 "another owner's)")
     if status == 404:
-        return missing or f"not found while {what} ({code})"
+        return f"{missing} ({code})" if missing else f"not found while {what} ({code})"
     if status is not None and (status == 429 or status >= 500):
         return f"Kaggle kept failing while {what} ({code}; {tries} tries): try again later"
     return f"Kaggle failed while {what} ({code})"
@@ -156,9 +159,26 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
+def _offline(error: Exception, what: str, created: str | None) -> KaggleError:
+    reason = re.search(r"\[Errno -?\d+\][^'\")]*", str(error))
+    if created and not reason:  # connected, then lost: the request may have taken effect
+        return KaggleError(f"the connection to Kaggle dropped while {what} "
+                           f"({type(error).__name__}): it may have taken effect; {created}")
+    return KaggleError(
+        f"cannot reach Kaggle while {what}: offline, DNS failure or connection refused "
+        f"({reason.group(0) if reason else type(error).__name__}); check the network "
+        "(and any HTTP_PROXY), then run again")
+
+
 def call(what: str, fn: Callable[..., Any], *args: Any, rules: bool = False,
-         missing: str | None = None, retry_on: frozenset = RETRY_ANY, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``; retries HTTP ``retry_on`` with backoff, else a clear KaggleError."""
+         missing: str | None = None, forbidden: str | None = None,
+         retry_on: frozenset = RETRY_ANY, created: str | None = None, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; retries HTTP ``retry_on`` with backoff, else a clear KaggleError.
+
+    ``missing`` / ``forbidden``: what a 404 / 403 means for this call. ``created``: for a call
+    that creates something, what to check when the connection drops mid-call (it is never
+    repeated then). A connection that cannot be opened is reported at once, never retried.
+    """
     import requests
 
     tries = max(1, int(os.environ.get(TRIES_ENV) or 4))
@@ -169,17 +189,14 @@ def call(what: str, fn: Callable[..., Any], *args: Any, rules: bool = False,
         except requests.HTTPError as error:
             status = error.response.status_code if error.response is not None else None
             if status not in retry_on or attempt == tries:
-                raise KaggleError(_explain(error, status, what, rules, missing, attempt)) from None
+                raise KaggleError(_explain(error, status, what, rules, missing, forbidden,
+                                           attempt)) from None
             wait = _retry_after(error.response) or delay * 2 ** (attempt - 1)
             log.warning("HTTP %s while %s; retry %d/%d in %.3g s", status, what, attempt,
                         tries - 1, wait)
             time.sleep(wait)
         except (requests.ConnectionError, requests.Timeout) as error:
-            reason = re.search(r"\[Errno -?\d+\][^'\")]*", str(error))
-            raise KaggleError(
-                f"cannot reach Kaggle while {what}: offline, DNS failure or connection refused "
-                f"({reason.group(0) if reason else type(error).__name__}); check the network "
-                "(and any HTTP_PROXY), then run again") from None
+            raise _offline(error, what, created) from None
     raise AssertionError("unreachable")
 
 
@@ -214,7 +231,8 @@ def download_archive(folder: Path, quiet: bool) -> Path:
     return outfile
 
 
-def _or_none_if_404(fn: Callable[..., Any], *args: Any) -> Any:
+def or_none_if_404(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or None when it answers HTTP 404 (something not there, or not yet)."""
     import requests
 
     try:
@@ -223,46 +241,3 @@ def _or_none_if_404(fn: Callable[..., Any], *args: Any) -> Any:
         if error.response is not None and error.response.status_code == 404:
             return None
         raise
-
-
-def submit_file(path: Path, description: str, quiet: bool) -> int:
-    """StartSubmissionUpload -> PUT -> CreateSubmission; returns the submission ref."""
-    api = client()
-    response = call(f"submitting {path}", api.competition_submit, str(path), description,
-                    COMPETITION, quiet=quiet_client(quiet), rules=True, missing=NO_COMPETITION,
-                    retry_on=RETRY_UNPROCESSED)
-    if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
-        raise KaggleError(f"uploading {path} to Kaggle failed; nothing was submitted: run again")
-    return response.ref
-
-
-def submit_code(kernel: str, version: int, file_name: str, description: str) -> int:
-    """CreateCodeSubmission of a kernel version's output file; returns the submission ref."""
-    api = client()
-    response = call(f"submitting kernel {kernel} version {version}", api.competition_submit_code,
-                    file_name, description, COMPETITION, kernel, version, quiet=True, rules=True,
-                    retry_on=RETRY_UNPROCESSED,
-                    missing=f"competition {COMPETITION!r}, kernel {kernel} or its version "
-                            f"{version} not found (HTTP 404): check `kernel-status --kernel "
-                            f"{kernel}` and the version number")
-    return response.ref
-
-
-def wait_for_score(ref: int, poll_seconds: float, timeout: float, quiet: bool) -> str:
-    """Poll GetSubmission until COMPLETE (returns the public score) or ERROR (KaggleError)."""
-    api, deadline = client(), time.monotonic() + timeout
-    while True:
-        # A fresh submission may answer 404 for a moment: count it as pending.
-        found = call(f"reading submission {ref}", _or_none_if_404, api.get_submission, ref)
-        status = found.status.name if found is not None else "PENDING"
-        if status == "COMPLETE":
-            return found.public_score or "(not published)"
-        if status == "ERROR":
-            raise KaggleError(f"submission {ref} failed to score: "
-                              f"{found.error_description or 'no message'}")
-        if time.monotonic() + poll_seconds > deadline:
-            raise KaggleError(f"submission {ref} still {status} after {timeout:g} s: see "
-                              f"{COMPETITION_URL}/submissions")
-        if not quiet:
-            log.info("submission %s: %s; next check in %g s", ref, status, poll_seconds)
-        time.sleep(poll_seconds)

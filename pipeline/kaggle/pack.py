@@ -94,19 +94,35 @@ def kernel_script(version: str, package_dir: Path = PACKAGE_DIR) -> str:
     return BOOTSTRAP.format(n_files=n_files, version=version, payload=payload)
 
 
-def kernel_metadata(kernel_id: str, title: str, weights_dataset: str) -> dict:
-    """kernel-metadata.json: a GPU script with the internet OFF and the weights attached."""
+def check_title(title: str | None, kernel: str, where: str) -> str:
+    """``title`` if it has 5+ characters and slugifies to ``kernel``'s slug, else ValueError:
+    Kaggle names a new kernel after its title, so another title makes another kernel."""
+    slug = kernel.split("/")[1]
+    if not title or len(title) < 5 or api.slugify(title) != slug.lower():
+        raise ValueError(f"{where}: title {title!r} must have 5+ characters and slugify to "
+                         f"the slug {slug!r} (Kaggle names a new kernel after its title): use "
+                         f"{default_title(slug)!r}, or choose the slug to match the title")
+    return title
+
+
+def default_title(slug: str) -> str:
+    """A title that slugifies back to ``slug``: 'severstal-unet' -> 'Severstal Unet'."""
+    return " ".join(word.capitalize() for word in slug.split("-"))
+
+
+def kernel_metadata(kernel_id: str, title: str | None, weights_dataset: str) -> dict:
+    """kernel-metadata.json: a GPU script with the internet OFF and the weights attached; the
+    title defaults to one made from the slug."""
     api.check_ref(kernel_id, "--kernel", "kernel")
     api.check_ref(weights_dataset, "--weights-dataset", "dataset")
-    if len(title) < 5:
-        raise ValueError(f"--title {title!r} must have at least 5 characters")
+    title = check_title(title or default_title(kernel_id.split("/")[1]), kernel_id, "--title")
     return {"id": kernel_id, "title": title, "code_file": SCRIPT_NAME, "language": "python",
             "kernel_type": "script", "is_private": True, "enable_gpu": True,
             "enable_internet": False, "dataset_sources": [weights_dataset],
             "competition_sources": [COMPETITION], "kernel_sources": [], "model_sources": []}
 
 
-def build(out_dir: Path, kernel_id: str, title: str, weights_dataset: str,
+def build(out_dir: Path, kernel_id: str, title: str | None, weights_dataset: str,
           version: str) -> Path:
     """Write ``out_dir/<script>`` and ``out_dir/kernel-metadata.json``; returns the script path."""
     metadata = kernel_metadata(kernel_id, title, weights_dataset)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from pipeline import checkpoint, fileio
 from pipeline.kaggle import api
-from pipeline.config import DataPaths, RunPaths, code_version
+from pipeline.config import DataPaths, RunPaths
 
 MARKER = ".download-complete"
 WEIGHT_KEYS = ("model", "model_info", "config", "fold", "epoch", "code_version")
@@ -158,44 +158,3 @@ def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: s
         if stale.name not in keep:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return sorted(keep - {"dataset-metadata.json"})
-
-
-def _dataset_status(client, dataset: str) -> str | None:
-    import requests
-
-    try:
-        return client.dataset_status(dataset)
-    except requests.HTTPError as error:
-        if error.response is not None and error.response.status_code == 404:
-            return None  # the slug is free
-        raise
-
-
-def upload_weights(run: RunPaths, checkpoints: list[Path] | None, dataset: str,
-                   title: str | None = None, message: str | None = None, public: bool = False,
-                   quiet: bool = False) -> str:
-    """Stage the run's weights and create the Kaggle dataset, or add a version; returns its URL."""
-    api.check_ref(dataset, "--dataset", "dataset")
-    if checkpoints is None:
-        checkpoints = run.find_checkpoints()
-    slug = dataset.split("/")[1]
-    folder = run.root / "kaggle-dataset"
-    names = stage_weights(run, checkpoints, dataset, title or slug.replace("-", " ").title(),
-                          folder)
-    notes = message or f"code {code_version()}: {', '.join(names)}"
-    client, quiet_api = api.client(), api.quiet_client(quiet)
-    if api.call(f"looking up dataset {dataset}", _dataset_status, client, dataset) is None:
-        response = api.call(f"creating dataset {dataset}", client.dataset_create_new,
-                            str(folder), public=public, quiet=quiet_api, dir_mode="skip",
-                            retry_on=api.RETRY_UNPROCESSED)
-        verb = "created"
-    else:
-        response = api.call(f"adding a version to dataset {dataset}",
-                            client.dataset_create_version, str(folder), notes,
-                            quiet=quiet_api, dir_mode="skip", retry_on=api.RETRY_UNPROCESSED)
-        verb = "added a version to"
-    if response.error:
-        raise api.KaggleError(f"Kaggle refused dataset {dataset}: {response.error}")
-    url = response.url or f"https://www.kaggle.com/datasets/{dataset}"
-    print(f"{verb} {dataset} with {', '.join(names)}: {url}")
-    return url
