@@ -130,6 +130,7 @@ Head = Literal["softmax", "sigmoid"]
 Loss = Literal["ce", "dice", "ce+dice", "bce", "bce+dice"]
 Optimizer = Literal["adamw", "sgd"]
 Amp = Literal["auto", "none", "bf16", "fp16"]
+Augment = Literal["none", "flips", "light", "strong"]
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -184,6 +185,9 @@ class TrainConfig:
     crop: tuple[int, int] | None = _setting((256, 384), "random training crop HEIGHTxWIDTH "
                                             "after scaling, or none")
     scale: float = _setting(1.0, "input scale of the 256x1600 images, e.g. 0.5")
+    augment: Augment = _setting("flips", "training augmentation preset: none; flips; light "
+                                "(+ mild brightness, contrast, gamma); strong (+ brightness "
+                                "x0.3-1.8, gamma, noise, blur, JPEG, shifts)")
     workers: int = _setting(4, "DataLoader worker processes")
     amp: Amp = _setting("auto", "mixed precision on CUDA (auto: bf16 where fast, else fp16)")
     channels_last: bool = _setting(True, "channels-last memory format")

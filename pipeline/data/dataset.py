@@ -13,20 +13,23 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from pipeline.config import HEIGHT, WIDTH
-from pipeline.data import images, labels
+from pipeline.data import augment, images, labels
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Transform:
-    """Resize by ``scale``, then (training) a random ``crop`` and horizontal/vertical flips."""
+    """Resize by ``scale``, then (training) a random ``crop``, horizontal/vertical flips and the
+    rest of an ``augment`` preset (``data.augment``)."""
 
     scale: float = 1.0
     crop: tuple[int, int] | None = None   # (height, width) after scaling
     flips: bool = False
+    augment: str = "none"
 
     def __post_init__(self) -> None:
+        augment.build(self.augment)  # ValueError for an unknown preset
         if not 0.0 < self.scale <= 4.0:
             raise ValueError(f"--scale {self.scale} must be in (0, 4]")
         size = self.input_size()
@@ -58,6 +61,7 @@ class SteelDataset(Dataset):
         self.transform = transform
         self.full_masks = full_masks
         self.skip_bad_images = skip_bad_images
+        self.augment = augment.build(transform.augment)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -96,6 +100,9 @@ class SteelDataset(Dataset):
                 "image_id": image_id}
         if self.rles is not None:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
+        if self.augment is not None:  # training only, where there are masks
+            item["image"], item["masks"] = augment.apply(self.augment, item["image"],
+                                                         item["masks"])
         return item
 
 

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDataset]:
     """Training (cropped, flipped) and validation (full image) datasets of one fold."""
-    train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=True)  # checked before the data
+    train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=cfg.augment != "none",
+                        augment=cfg.augment)  # checked before the data
     val_t = Transform(scale=cfg.scale)
     paths, run = resolve_data_dir(cfg.data_dir), resolve_run_dir(cfg.run_dir)
     table, image_ids = labels.load_train(paths)
