@@ -22,7 +22,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     summary = synthetic.write_dataset(Path(args.out), n_train=args.n_train, n_test=args.n_test,
                                       seed=args.seed, old_format=args.old_format,
                                       quiet=args.quiet, workers=args.workers,
-                                      class_mix=args.class_mix)
+                                      class_mix=args.class_mix, world=args.world)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

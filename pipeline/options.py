@@ -140,6 +140,10 @@ def _data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--class-mix", default="real", choices=["real", "balanced"],
                        help="class frequencies: the real train set's, or every class alike "
                             "(default: real)")
+    synth.add_argument("--world", default="wide", choices=["wide", "narrow"],
+                       help="wide: varied exposure, contrast, gamma, blur, noise, JPEG quality, "
+                            "sheet edges and defects on the border; narrow: one look "
+                            "(the original generator)")
     synth.add_argument("--old-format", action="store_true",
                        help="write train.csv in the original ImageId_ClassId format")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

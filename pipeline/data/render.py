@@ -6,6 +6,8 @@ A layout holds an optional dark sheet edge and up to two defect classes, each as
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -91,14 +93,15 @@ def _blobs(rng: np.random.Generator, lo: float, hi: float) -> dict:
     return {"cls": 4, "polys": polys, "shapes": shapes}
 
 
-def sample_layout(rng: np.random.Generator, class_weights: tuple = CLASS_WEIGHTS) -> dict:
+def sample_layout(rng: np.random.Generator, class_weights: tuple = CLASS_WEIGHTS,
+                  p_dark_edge: float = P_DARK_EDGE) -> dict:
     """Draw one image's labels: optional dark sheet edge and defect shapes, nothing rendered.
 
     Returns ``{"edge": None | (on_left, width_px), "defects": [{"cls": 1..4, "polys": [...],
     ...drawing geometry}]}``; the polygons, filled, are the masks (see ``layout_masks``).
     """
     lo, hi, edge = 0.0, float(WIDTH), None
-    if rng.random() < P_DARK_EDGE:
+    if rng.random() < p_dark_edge:
         edge = (bool(rng.random() < 0.5), int(np.exp(rng.uniform(np.log(4), np.log(500)))))
         lo, hi = (edge[1] + 8.0, hi) if edge[0] else (lo, WIDTH - edge[1] - 8.0)
     classes = []
@@ -121,8 +124,8 @@ def layout_masks(layout: dict) -> np.ndarray:
     """The (N_CLASSES, H, W) uint8 masks of a layout: its polygons filled with 1."""
     masks = np.zeros((N_CLASSES, HEIGHT, WIDTH), dtype=np.uint8)
     for defect in layout["defects"]:
-        polys = [np.round(p).astype(np.int32) for p in defect["polys"]]
-        cv2.fillPoly(masks[defect["cls"] - 1], polys, 1)
+        for poly in defect["polys"]:  # one at a time: fillPoly makes holes of overlaps
+            cv2.fillPoly(masks[defect["cls"] - 1], [np.round(poly).astype(np.int32)], 1)
     return masks
 
 
@@ -197,7 +200,8 @@ def _draw_blobs(img: np.ndarray, defect: dict, rng: np.random.Generator, contras
     x0, y0, x1, y1 = _crop(defect["shapes"], 8)
     size = (y1 - y0, x1 - x0)
     inside = np.zeros(size, np.float32)
-    cv2.fillPoly(inside, [np.round(s - (x0, y0)).astype(np.int32) for s in defect["shapes"]], 1.0)
+    for shape in defect["shapes"]:  # one at a time: fillPoly makes holes of overlaps
+        cv2.fillPoly(inside, [np.round(shape - (x0, y0)).astype(np.int32)], 1.0)
     inside = cv2.GaussianBlur(inside, (9, 9), 2.5)
     rough = _smooth_noise(rng, max(2, size[0] // 4), max(2, size[1] // 4), 1.0, size)
     rough += 0.5 * rng.standard_normal(size, np.float32)
@@ -205,8 +209,11 @@ def _draw_blobs(img: np.ndarray, defect: dict, rng: np.random.Generator, contras
     img[y0:y1, x0:x1] += inside * darken * np.float32(contrast)
 
 
-def render_image(layout: dict, rng: np.random.Generator, contrast: float = 1.0) -> np.ndarray:
-    """The (H, W) uint8 grey image of a layout; `contrast` scales every defect's strength."""
+def render_image(layout: dict, rng: np.random.Generator, contrast: float = 1.0,
+                 look: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+                 ) -> np.ndarray:
+    """The (H, W) uint8 grey image of a layout; `contrast` scales every defect's strength,
+    `look` (e.g. ``world.apply_look``) changes the float image before it is quantised."""
     img = _texture(rng)
     drawers = (_draw_pits, _draw_marks, _draw_bands, _draw_blobs)
     for defect in layout["defects"]:
@@ -218,4 +225,6 @@ def render_image(layout: dict, rng: np.random.Generator, contrast: float = 1.0) 
         dark = cv2.GaussianBlur(dark, (5, 1), 0)
         floor = rng.uniform(4, 14) + 2 * rng.standard_normal(img.shape, np.float32)
         img = img * (1 - dark) + floor * dark
+    if look is not None:
+        img = look(img, rng)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)

@@ -19,9 +19,9 @@ from pipeline import fileio
 from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 from pipeline.data.render import CLASS_MIXES, layout_masks, render_image, sample_layout
 from pipeline.data.rle import encode
+from pipeline.data.world import WORLDS, apply_look, jpeg_quality, touch_borders
 
 TRAIN, TEST = 0, 1
-JPEG_QUALITY = 90
 
 
 def _write_csv(path: Path, header: str, lines: list[str]) -> None:
@@ -42,12 +42,12 @@ def _image_ids(seed: int, split: int, n: int, taken: set[str]) -> list[str]:
 
 def _make_image(job: tuple) -> list[str]:
     """Worker: render one image, write its JPEG atomically, return its four RLE strings."""
-    path, seed, index, split, contrast, class_weights = job
+    path, seed, index, split, contrast, class_weights, world = job
     rng = np.random.default_rng([seed, index, split])
-    layout = sample_layout(rng, class_weights)
-    gray = render_image(layout, rng, contrast)
+    layout = touch_borders(sample_layout(rng, class_weights, world.p_dark_edge), rng, world)
+    gray = render_image(layout, rng, contrast, apply_look if world.looks else None)
     ok, jpeg = cv2.imencode(".jpg", cv2.merge([gray, gray, gray]),
-                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                            [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality(rng, world)])
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for {path}")
     fileio.write_bytes(Path(path), jpeg.tobytes())
@@ -106,12 +106,15 @@ def _write_labels(out_dir: Path, train: dict, test: dict, old_format: bool) -> N
 
 def write_dataset(out_dir: Path, n_train: int, n_test: int, seed: int = 0,
                   old_format: bool = False, quiet: bool = False, workers: int | None = None,
-                  *, contrast: float = 1.0, class_mix: str = "real") -> dict:
+                  *, contrast: float = 1.0, class_mix: str = "real",
+                  world: str = "wide") -> dict:
     """Write a synthetic dataset in the competition layout to out_dir; return a summary."""
     start = time.perf_counter()
     _check_args(n_train, n_test, seed, workers)
     if class_mix not in CLASS_MIXES:
         raise ValueError(f"class_mix {class_mix!r} is not one of {sorted(CLASS_MIXES)}")
+    if world not in WORLDS:
+        raise ValueError(f"world {world!r} is not one of {sorted(WORLDS)}")
     train_ids = _image_ids(seed, TRAIN, n_train, set())
     test_ids = _image_ids(seed, TEST, n_test, set(train_ids))
     folders = (Path(out_dir) / "train_images", Path(out_dir) / "test_images")
@@ -122,7 +125,8 @@ def write_dataset(out_dir: Path, n_train: int, n_test: int, seed: int = 0,
                              f"(e.g. {stale[0]}); pass an empty or new out_dir")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(folders[split] / name), seed, index, split, contrast, CLASS_MIXES[class_mix])
+    jobs = [(str(folders[split] / name), seed, index, split, contrast, CLASS_MIXES[class_mix],
+             WORLDS[world])
             for split, ids in ((TRAIN, train_ids), (TEST, test_ids))
             for index, name in enumerate(ids)]
     rles = _run_jobs(jobs, min(workers or os.cpu_count() or 1, len(jobs)), quiet)

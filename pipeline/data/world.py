@@ -1,0 +1,83 @@
+"""How wide the synthetic world is: ``narrow`` (one camera: the original generator) or ``wide``
+(the default: defects touching the strip's left or right border, sheet edges twice as often,
+and per image an exposure from very dark to saturated, contrast, gamma, blur, sensor noise and
+JPEG quality), so a model trained on it has seen many looks rather than one.
+
+Every draw comes from the image's own generator, after the layout's, so ``narrow`` images are
+byte for byte what the original generator made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.config import HEIGHT, WIDTH
+
+
+@dataclass(frozen=True)
+class World:
+    """The spread of the synthetic images."""
+
+    p_dark_edge: float = 0.15
+    p_border: float = 0.0   # per defect: moved so that it crosses the left or right border
+    looks: bool = False     # exposure, contrast, gamma, blur and noise drawn per image
+    jpeg_quality: tuple[int, int] = (90, 90)
+
+
+WORLDS = {"narrow": World(),
+          "wide": World(p_dark_edge=0.3, p_border=0.15, looks=True, jpeg_quality=(30, 95))}
+
+
+def _shift_x(defect: dict, dx: float) -> None:
+    """Move a defect's polygons and drawing geometry by dx pixels along the strip."""
+    move = np.array([dx, 0.0])
+    defect["polys"] = [p + move for p in defect["polys"]]
+    if "spots" in defect:
+        defect["spots"] = defect["spots"] + np.array([dx, 0.0, 0.0, 0.0])
+    for key in ("lines", "shapes"):
+        if key in defect:
+            defect[key] = [p + move for p in defect[key]]
+    if "bands" in defect:
+        defect["bands"] = [(p0 + move, p1 + move, half) for p0, p1, half in defect["bands"]]
+
+
+def touch_borders(layout: dict, rng: np.random.Generator, world: World) -> dict:
+    """With probability ``world.p_border`` per defect (and no sheet edge in view), move it so
+    that up to 40% of its width lies beyond the left or right border of the image."""
+    if world.p_border <= 0 or layout["edge"] is not None:
+        return layout
+    for defect in layout["defects"]:
+        if rng.random() >= world.p_border:
+            continue
+        points = np.concatenate(defect["polys"])
+        x0, x1 = float(points[:, 0].min()), float(points[:, 0].max())
+        beyond = rng.uniform(2.0, max(3.0, 0.4 * (x1 - x0)))
+        _shift_x(defect, -x0 - beyond if rng.random() < 0.5 else WIDTH - 1 - x1 + beyond)
+        defect["polys"] = [np.clip(p, (0, 0), (WIDTH - 1, HEIGHT - 1)) for p in defect["polys"]]
+    return layout
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def apply_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One camera and lighting for a float image in grey levels: contrast, exposure (x0.4 to
+    x1.8), gamma, optional blur, sensor noise; returns float (clipping is the caller's)."""
+    mean = np.float32(img.mean())
+    img = (img - mean) * np.float32(rng.uniform(0.6, 1.5)) + mean
+    img = np.clip(img * np.float32(_log_uniform(rng, 0.4, 1.8)), 0, 255)
+    img = np.float32(255) * (img / np.float32(255)) ** np.float32(_log_uniform(rng, 0.7, 1.5))
+    if rng.random() < 0.25:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    sigma = np.float32(rng.uniform(0.0, 8.0))
+    return img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
+
+
+def jpeg_quality(rng: np.random.Generator, world: World) -> int:
+    """The JPEG quality of one image (drawn only when the world has a range)."""
+    low, high = world.jpeg_quality
+    return low if low == high else int(rng.integers(low, high + 1))
