@@ -147,7 +147,7 @@ bench-predict: install ## CPU predict throughput vs model-only forward; peak RSS
 bench-kernel: install ## packed kernel: script size and start-up before the first batch
 	$(PY) bench/bench_kernel.py
 
-bench-gpu: install ## the GPU benchmark (needs CUDA): training images/s + MFU, predict images/s
+bench-gpu: install ## GPU benchmark (CUDA) of FCN32 and every zoo model: train/predict images/s, MFU, peak memory, kernel minutes
 	$(PY) bench/gpu_bench.py
 
 zoo: install ## every zoo model on the same synthetic folds and budget (ZOO_ARGS); a table
