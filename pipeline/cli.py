@@ -49,15 +49,13 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pipeline import fileio
     from pipeline.training import train
 
     cfg = options.config_from_args(args)
     run = config.resolve_run_dir(cfg.run_dir)
     fold_ids = _fold_ids(args.fold, run)
     main_process = distributed.is_main_process()  # under torchrun only rank 0 writes
-    if main_process:
-        fileio.write_json(run.config_json, cfg.as_dict())
+    # train_fold writes config.json once a fold holds its lock and has passed its checks.
     for fold, best in zip(fold_ids, train.train_folds(cfg, fold_ids, resume=args.resume)):
         if best and main_process:
             print(f"fold {fold}: best epoch {best['epoch']} score {best['val_score']:.4f} "
