@@ -1,0 +1,73 @@
+"""The pipeline under faults: damaged inputs, failing writes, file-system surprises."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import run_cli
+
+from pipeline.data import images, synthetic
+
+TINY = ["--encoder-weights", "none", "--scale", "0.125", "--crop", "32x64", "--batch-size", "2",
+        "--workers", "0", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """6 synthetic training images and 2 test images, with their test truth."""
+    root = tmp_path_factory.mktemp("faults-data")
+    synthetic.write_dataset(root, n_train=6, n_test=2, seed=5, quiet=True, workers=1)
+    return root
+
+
+def copy_of(tiny: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    return data
+
+
+def one_line_error(err: str) -> str:
+    """The single ``error: ...`` line of stderr (and that it is the only error, no traceback)."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+# --- a truncated JPEG ------------------------------------------------------------------------
+
+def truncate(path: Path, keep: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_a_truncated_jpeg_is_refused_naming_the_file(real_sample, tmp_path):
+    path = tmp_path / "cut.jpg"
+    shutil.copy(next((real_sample / "train_images").iterdir()), path)
+    truncate(path)
+    assert cv2.imread(str(path)) is not None   # OpenCV alone half-decodes it, grey rows and all
+    with pytest.raises(ValueError, match=f"image {path} cannot be decoded \\(truncated"):
+        images.read_image(path)
+
+
+def test_zero_padding_after_the_end_marker_is_accepted(real_sample, tmp_path):
+    source = next((real_sample / "train_images").iterdir())
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(source.read_bytes() + b"\0" * 100)
+    assert np.array_equal(images.read_image(padded), images.read_image(source))
+
+
+def test_training_stops_at_or_skips_a_truncated_jpeg(tiny, tmp_path, capsys):
+    data = copy_of(tiny, tmp_path)
+    victim = sorted((data / "train_images").iterdir())[0]
+    truncate(victim)
+    run = tmp_path / "run"
+    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
+    args = ["train", "--data-dir", data, "--run-dir", run, "--fold", "0,1", "--epochs", 1, *TINY]
+    capsys.readouterr()
+    assert run_cli(*args) == 1
+    assert f"image {victim} cannot be decoded (truncated" in one_line_error(capsys.readouterr().err)
+    assert run_cli(*args, "--skip-bad-images") == 0
+    assert f"warning: skipped: image {victim} cannot be decoded" in capsys.readouterr().err
