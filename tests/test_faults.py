@@ -71,3 +71,32 @@ def test_training_stops_at_or_skips_a_truncated_jpeg(tiny, tmp_path, capsys):
     assert f"image {victim} cannot be decoded (truncated" in one_line_error(capsys.readouterr().err)
     assert run_cli(*args, "--skip-bad-images") == 0
     assert f"warning: skipped: image {victim} cannot be decoded" in capsys.readouterr().err
+
+
+# --- line numbers of train.csv count blank lines -----------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\n\n\nb.jpg,7,1 2\n",
+     "train.csv:5: unknown ClassId"),
+    ("ImageId,ClassId,EncodedPixels\n\na.jpg,1,1 2\n\nb.jpg,2,1 2 3\n", r"train.csv:5: .*odd"),
+    ("ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\n\nb.jpg,2,1 2\na.jpg,1,9 2\n",
+     "lines 2 and 5 both label image a.jpg class 1"),
+    ("ImageId_ClassId,EncodedPixels\na.jpg_1,1 2\n\n\nb.jpg2,\n", r"train.csv:5: .*not '<image>"),
+])
+def test_train_csv_errors_name_the_files_true_line(tmp_path, text, message):
+    from pipeline.data import labels
+    path = tmp_path / "train.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        labels.read_labels(path)
+
+
+def test_an_empty_or_unparsable_train_csv_names_the_file(tmp_path):
+    from pipeline.data import labels
+    path = tmp_path / "train.csv"
+    path.write_text("")
+    with pytest.raises(ValueError, match=f"{path} is empty"):
+        labels.read_labels(path)
+    path.write_text('ImageId,ClassId,EncodedPixels\na.jpg,1,"1 2\n')
+    with pytest.raises(ValueError, match=f"{path} is not a readable CSV file"):
+        labels.read_labels(path)
