@@ -100,3 +100,71 @@ def test_an_empty_or_unparsable_train_csv_names_the_file(tmp_path):
     path.write_text('ImageId,ClassId,EncodedPixels\na.jpg,1,"1 2\n')
     with pytest.raises(ValueError, match=f"{path} is not a readable CSV file"):
         labels.read_labels(path)
+
+
+# --- archives: bombs, duplicates, corrupt members ---------------------------------------------
+
+BOMB_BYTES = 200 * 2**20
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    """A zip whose one member is 200 MiB of zeros, deflated to about 200 KiB."""
+    import zipfile
+    path = tmp_path_factory.mktemp("bomb") / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("train_images/zeros.jpg", "w", force_zip64=True) as member:
+            chunk = bytes(2**22)
+            for _ in range(BOMB_BYTES // len(chunk)):
+                member.write(chunk)
+    return path
+
+
+def test_a_zip_bomb_is_refused_from_the_directory_before_writing(bomb, tmp_path):
+    from pipeline.kaggle import transfer
+    assert bomb.stat().st_size < BOMB_BYTES / 500
+    with pytest.raises(ValueError, match="'train_images/zeros.jpg' expands .* zip bomb"):
+        transfer.extract_safely(bomb, tmp_path / "out", quiet=True)
+    with pytest.raises(ValueError, match=f"{BOMB_BYTES} bytes uncompressed, over the limit"):
+        transfer.extract_safely(bomb, tmp_path / "out", quiet=True, max_total=100 * 2**20,
+                                max_ratio=10_000)
+    assert not (tmp_path / "out").exists()
+
+
+def stored_zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    import warnings
+    import zipfile
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # zipfile warns about the duplicate names we want
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("second", ["train.csv", "./train.csv", "sub/../train.csv"])
+def test_duplicate_members_are_refused(tmp_path, second):
+    from pipeline.kaggle import transfer
+    archive = stored_zip(tmp_path / "dup.zip", [("train.csv", b"a"), (second, b"b")])
+    with pytest.raises(ValueError, match="duplicate members"):
+        transfer.extract_safely(archive, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_member_names_itself_and_the_archive_is_fetched_again(tmp_path, monkeypatch):
+    from pipeline.config import DataPaths
+    from pipeline.kaggle import api, transfer
+    data = DataPaths(tmp_path / "data")
+    archive = transfer.archive_path(data)
+    archive.parent.mkdir()
+    payload = b"ImageId,ClassId,EncodedPixels\n" + b"a.jpg,1,1 10\n" * 50
+    stored_zip(archive, [("sample_submission.csv", b"x"), ("train.csv", payload)])
+    raw = bytearray(archive.read_bytes())
+    at = raw.index(payload) + 40
+    raw[at:at + 4] = b"XXXX"              # flip bytes inside the stored member: a CRC error
+    archive.write_bytes(bytes(raw))
+    monkeypatch.setattr(api, "download_archive", lambda folder, quiet: archive)
+    with pytest.raises(ValueError, match=f"{archive}: member 'train.csv' is corrupt .*CRC"):
+        transfer.download(data, quiet=True)
+    assert not archive.parent.exists()    # deleted: the next download fetches it again
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
