@@ -168,3 +168,123 @@ def test_a_corrupt_member_names_itself_and_the_archive_is_fetched_again(tmp_path
         transfer.download(data, quiet=True)
     assert not archive.parent.exists()    # deleted: the next download fetches it again
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- every file read is checked in full, named in the error -----------------------------------
+
+CURRENT = "ImageId,EncodedPixels,ClassId\n"
+ORIGINAL = "ImageId_ClassId,EncodedPixels\n"
+
+
+def original_rows(image_id: str, classes: str = "1234") -> str:
+    return "".join(f"{image_id}_{c},\n" for c in classes)
+
+
+@pytest.mark.parametrize("text, message", [
+    (CURRENT + "a.jpg,1 409600,0\na.jpg,1 409600,0\n", ":3: the row 'a.jpg' repeats"),
+    (CURRENT + "a.jpg,1 409600,0\nb.jpg,1 409600,3\n", ":3: the row 'b.jpg' has a class other"),
+    (CURRENT + "a.jpg,1 409600,0\n,1 409600,0\n", ":3: the row '' has no image id"),
+    (CURRENT, "has a header but no rows"),
+    (ORIGINAL + original_rows("a.jpg") + original_rows("b.jpg", "123"),
+     "image b.jpg has 3 rows, expected 4"),
+    (ORIGINAL + original_rows("a.jpg") + "a.jpg_5,\n", ":6: the row 'a.jpg_5' has a class"),
+    (ORIGINAL + original_rows("a.jpg", "1123"), ":3: the row 'a.jpg_1' repeats"),
+    (ORIGINAL + original_rows("a.jpg") + "b.jpg,\n", ":6: the row 'b.jpg' is not '<image>_"),
+])
+def test_a_sample_submission_is_checked_in_full(tmp_path, text, message):
+    from pipeline.inference import submission
+    path = tmp_path / "sample_submission.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{path}.*{message}"):
+        submission.read_sample(path)
+
+
+def test_well_formed_samples_of_both_formats_read(tmp_path):
+    from pipeline.inference import submission
+    path = tmp_path / "s.csv"
+    path.write_text(ORIGINAL + original_rows("a.jpg") + "\n" + original_rows("b.jpg"))
+    assert submission.read_sample(path).image_ids == ["a.jpg", "b.jpg"]
+    path.write_text(CURRENT + "a.jpg,1 409600,0\nb.jpg,1 409600,0\n")
+    assert submission.read_sample(path).format == "current"
+
+
+GOOD_POSTPROCESS = {"head": "softmax", "threshold": [None, 0.5, 0.4, None],
+                    "min_area": [0, 10, 20, 30], "min_component": [0, 0, 0, 0],
+                    "presence": [None, None, None, None]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"min_area": None}, "key 'min_area' is missing"),
+    ({"presence": None}, "key 'presence' is missing"),
+    ({"extra": 1}, "unknown key 'extra'"),
+    ({"threshold": [0.5, 0.5, 0.5]}, "key 'threshold' must be a list of 4"),
+    ({"threshold": ["0.5", 0.5, 0.5, 0.5]}, "key 'threshold' must be a list of 4"),
+    ({"min_area": [0, 1.5, 0, 0]}, "key 'min_area' must be a list of 4 integers"),
+    ({"min_area": [0, True, 0, 0]}, "key 'min_area' must be a list of 4 integers"),
+    ({"min_area": [0, -1, 0, 0]}, "min_area and min_component must be >= 0"),
+    ({"threshold": [0.5, 1.5, 0.5, 0.5]}, r"threshold values must be in \[0, 1\)"),
+    ({"head": 3}, "key 'head' must be a string"),
+    ({"head": "tanh"}, "unknown head 'tanh'"),
+])
+def test_postprocess_json_is_checked_key_by_key(tmp_path, change, message):
+    import json
+    from pipeline.inference.postprocess import PostProcess
+    values = {k: v for k, v in {**GOOD_POSTPROCESS, **change}.items() if v is not None
+              or k not in change}
+    path = tmp_path / "postprocess.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=f"{path}: .*{message}"):
+        PostProcess.load(path)
+
+
+def test_a_good_postprocess_json_loads(tmp_path):
+    import json
+    from pipeline.inference.postprocess import PostProcess
+    path = tmp_path / "postprocess.json"
+    path.write_text(json.dumps(GOOD_POSTPROCESS))
+    assert PostProcess.load(path).min_area == (0, 10, 20, 30)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{path} is not a post-processing file"):
+        PostProcess.load(path)
+
+
+@pytest.mark.parametrize("content", [
+    "tensor", "state_dict", "no_model_info", "list"])
+def test_anything_but_a_pipeline_checkpoint_is_refused_naming_the_file(tmp_path, content):
+    import torch
+    from pipeline import checkpoint
+    objects = {"tensor": torch.zeros(3), "state_dict": {"conv.weight": torch.zeros(2)},
+               "no_model_info": {"model": {"w": torch.zeros(1)}, "epoch": 0},
+               "list": [1, 2]}
+    path = tmp_path / "best.pt"
+    torch.save(objects[content], path)
+    with pytest.raises(ValueError, match=f"{path} holds .*not a checkpoint of this pipeline"):
+        checkpoint.load(path)
+
+
+def write_folds_csv(path: Path, rows: str) -> Path:
+    path.write_text("ImageId,fold,classes\n" + rows)
+    return path
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("a.jpg,0,0\nb.jpg,1,0\na.jpg,1,0\n", ":4: the row repeats an ImageId"),
+    ("a.jpg,0,0\nb.jpg,x,0\n", ":3: the row has a fold that is not a number"),
+    ("a.jpg,0,0\nb.jpg,-1,0\n", ":3: the row has a fold that is not a number"),
+    ("a.jpg,0,0\n\nb.jpg,1.5,0\n", ":4: the row has a fold that is not a number"),
+    ("a.jpg,0,0\nb.jpg,2,0\n", r": folds \[0, 2\], expected 0..k-1"),
+    ("a.jpg,0,0\n,1,0\n", ":3: the row has no ImageId"),
+])
+def test_folds_csv_is_checked_in_full(tmp_path, rows, message):
+    from pipeline.data import folds
+    path = write_folds_csv(tmp_path / "folds.csv", rows)
+    with pytest.raises(ValueError, match=f"{path}{message}"):
+        folds.read_folds(path)
+
+
+def test_folds_csv_without_a_fold_column_is_named(tmp_path):
+    from pipeline.data import folds
+    path = tmp_path / "folds.csv"
+    path.write_text("ImageId,split\na.jpg,0\n")
+    with pytest.raises(ValueError, match=f"{path}: no column fold"):
+        folds.read_folds(path)
