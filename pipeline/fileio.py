@@ -27,6 +27,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, before any long work, an output ``path`` that cannot be written: a directory
+    there, or a nearest existing parent that is a file or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a directory: give a file name, e.g. "
+                                f"{path / 'submission.csv'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a directory: "
+                                 "choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: the directory {parent} is not writable: "
+                              "choose another output path or fix its permissions")
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Write bytes to path atomically."""
     with atomic_path(path) as tmp:

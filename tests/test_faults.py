@@ -1,5 +1,6 @@
 """The pipeline under faults: damaged inputs, failing writes, file-system surprises."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -288,3 +289,146 @@ def test_folds_csv_without_a_fold_column_is_named(tmp_path):
     path.write_text("ImageId,split\na.jpg,0\n")
     with pytest.raises(ValueError, match=f"{path}: no column fold"):
         folds.read_folds(path)
+
+
+# --- file-system faults: one line, before the long work ----------------------------------------
+
+needs_permissions = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
+
+
+def refused(capsys, *argv) -> str:
+    """Run the CLI, expect exit 1, return its single error line."""
+    capsys.readouterr()
+    assert run_cli(*argv) == 1
+    return one_line_error(capsys.readouterr().err)
+
+
+def test_predict_refuses_an_unwritable_out_before_predicting(tmp_path, capsys, monkeypatch):
+    from pipeline.inference import predict
+    monkeypatch.setattr(predict, "load_models", lambda *a, **k: pytest.fail("predicted"))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    line = refused(capsys, "predict", "--out", folder)
+    assert line == f"error: --out {folder} is a directory: give a file name, e.g. " \
+                   f"{folder / 'submission.csv'}"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    line = refused(capsys, "predict", "--out", a_file / "sub" / "submission.csv")
+    assert f"{a_file} is a file, not a directory" in line
+
+
+@needs_permissions
+def test_predict_refuses_a_read_only_out_directory(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert "is not writable" in refused(capsys, "predict", "--out", locked / "s.csv")
+
+
+@pytest.mark.parametrize("command, flag", [
+    ("train", "--run-dir"), ("train", "--data-dir"), ("cv", "--run-dir"),
+    ("predict", "--run-dir"), ("predict", "--data-dir"), ("stats", "--data-dir"),
+])
+def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, capsys, command, flag):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    extra = ["--out", tmp_path / "s.csv"] if command == "predict" else []
+    line = refused(capsys, command, flag, a_file, *extra)
+    assert line.startswith(f"error: {flag} {a_file} is a file, not a directory")
+
+
+def test_train_in_a_run_whose_checkpoints_is_a_file(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("folds", "--data-dir", tiny, "--run-dir", run, "--n-folds", 2) == 0
+    (run / "checkpoints").write_text("x")
+    line = refused(capsys, "train", "--data-dir", tiny, "--run-dir", run, "--fold", 0, *TINY)
+    assert f"cannot create {run / 'checkpoints' / 'fold0'}" in line
+    assert not (run / "config.json").exists()
+
+
+@needs_permissions
+def test_train_in_a_read_only_run_dir(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("folds", "--data-dir", tiny, "--run-dir", run, "--n-folds", 2) == 0
+    run.chmod(0o555)
+    line = refused(capsys, "train", "--data-dir", tiny, "--run-dir", run, "--fold", 0, *TINY)
+    assert "Permission denied" in line and "make the run directory writable" in line
+
+
+# --- outputs replace a good file only when valid -----------------------------------------------
+
+def test_an_invalid_submission_never_replaces_the_previous_one(real_sample, tmp_path,
+                                                               monkeypatch):
+    from pipeline import distributed
+    from pipeline.inference import postprocess, predict, submission
+    sample = submission.read_sample(real_sample / "sample_submission_full.csv")
+    out = tmp_path / "submission.csv"
+    out.write_bytes(b"the previous, good submission\n")
+    broken = {image_id: ["5 3 1 2", "", "", ""] for image_id in sample.image_ids}  # unsorted
+    monkeypatch.setattr(predict, "predict_rles", lambda *a, **k: broken)
+    context = distributed.setup("cpu")
+    with pytest.raises(ValueError, match=f"{out} is not a valid submission .*previous file"):
+        predict.write_submission(None, tmp_path, sample, postprocess.PostProcess(), context, out)
+    assert out.read_bytes() == b"the previous, good submission\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv"]
+    fine = {image_id: ["1 3", "", "", ""] for image_id in sample.image_ids}
+    monkeypatch.setattr(predict, "predict_rles", lambda *a, **k: fine)
+    _, table = predict.write_submission(None, tmp_path, sample, postprocess.PostProcess(),
+                                        context, out)
+    assert len(table) == len(sample.image_ids) and out.read_text().count("1 3") == len(table)
+
+
+def oof_of(seed: int):
+    """A small OOF accumulator (6 images, 32x64) whose tuning depends on the seed."""
+    import torch
+    from pipeline.inference import oof, tuning
+    generator = torch.Generator().manual_seed(seed)
+    probs = torch.rand((6, 5, 32, 64), generator=generator).softmax(dim=1)[:, 1:]
+    truth = probs > {0: 0.3, 7: 0.22}[seed]   # the tuned thresholds follow
+    accumulator = oof.OOFAccumulator("softmax", tuning.default_thresholds("softmax"))
+    accumulator.add([f"{i}.jpg" for i in range(6)], probs, truth)
+    return accumulator, [], [{"name": "fake", "head": "softmax", "gate": False}]
+
+
+@pytest.mark.parametrize("kill_at", [pytest.param(n, marks=pytest.mark.slow) for n in (1, 2, 3)]
+                         + [4, 5])
+def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch, kill_at):
+    """cv writes 3 pictures, cv.json, postprocess.json; a kill at any of them leaves the new
+    settings only beside the new report."""
+    import contextlib
+    import json
+    from pipeline import fileio
+    from pipeline.inference import oof
+    from pipeline.inference.postprocess import PostProcess
+    run = tmp_path / "run"
+    monkeypatch.setattr(oof, "_collect", lambda *a: oof_of(0))
+    oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    old = {p: p.read_bytes() for p in files}
+    assert {p.name for p in files} == {"confusion_default.png", "confusion_tuned.png",
+                                       "min_area.png", "cv.json", "postprocess.json"}
+    monkeypatch.setattr(oof, "_collect", lambda *a: oof_of(7))
+    real, calls = fileio.atomic_path, []
+
+    @contextlib.contextmanager
+    def dying(path):
+        calls.append(Path(path).name)
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt(path)
+        with real(path) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(fileio, "atomic_path", dying)
+    with pytest.raises(KeyboardInterrupt):
+        oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
+    assert calls[-1] == ["confusion_default.png", "confusion_tuned.png", "min_area.png",
+                         "cv.json", "postprocess.json"][kill_at - 1]
+    settings = run / "postprocess.json"
+    report = json.loads((run / "reports" / "cv.json").read_text())
+    assert settings.read_bytes() == old[settings]         # the last write never happened
+    if report != json.loads(old[run / "reports" / "cv.json"]):
+        assert kill_at == 5    # a new report only once every picture is new
+    assert not list(run.rglob("*.tmp"))
+    monkeypatch.setattr(fileio, "atomic_path", real)
+    report = oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
+    assert PostProcess.load(settings) == PostProcess(**report["postprocess"])
+    assert settings.read_bytes() != old[settings]        # the seeds tune differently

@@ -91,18 +91,23 @@ def build(sample: Sample, predictions: dict[str, list[str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CURRENT)
 
 
-def write(table: pd.DataFrame, path: Path) -> None:
-    """Write submission rows atomically."""
+def write(table: pd.DataFrame, path: Path, sample: Sample | None = None) -> pd.DataFrame | None:
+    """Write submission rows atomically; with ``sample``, validate the temp file first, so an
+    invalid submission never replaces the file at ``path``. Returns the validated table."""
     with fileio.atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+        return None if sample is None else validate(tmp, sample, shown_as=path)
 
 
-def validate(path: Path, sample: Sample) -> pd.DataFrame:
-    """Check a submission against its sample; returns it, or raises listing every problem."""
+def validate(path: Path, sample: Sample, shown_as: Path | None = None) -> pd.DataFrame:
+    """Check a submission against its sample; returns it, or raises listing every problem.
+    Messages name ``shown_as`` (the final name of a temp file being checked) if given."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"submission {path} does not exist: run `make predict`")
     table = labels.read_table(path, "submission").reset_index(drop=True)
     expected = CURRENT if sample.format == "current" else ORIGINAL
+    kept = "" if shown_as is None else " (not written: the previous file, if any, is kept)"
+    path = shown_as or path
     if list(table.columns) != expected:
         raise ValueError(f"{path}: columns {list(table.columns)}, expected {expected} "
                          f"(the format of {sample.path})")
@@ -118,7 +123,8 @@ def validate(path: Path, sample: Sample) -> pd.DataFrame:
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise ValueError(f"{path} is not a valid submission for {sample.path}:\n  {shown}{more}")
+        raise ValueError(f"{path} is not a valid submission for {sample.path}{kept}:\n  "
+                         f"{shown}{more}")
     return table
 
 
