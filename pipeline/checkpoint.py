@@ -16,11 +16,19 @@ def save(path: Path, state: dict) -> None:
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint dict safely (tensors and plain containers only)."""
+    """Read a checkpoint dict safely (tensors and plain containers only); ValueError naming
+    the file for anything but this pipeline's checkpoint dict (``model``, ``model_info``)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: train first (`make train`)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # unpickling errors come in many types
         raise ValueError(f"checkpoint {path} cannot be read ({error}); it is corrupt or not "
                          "a checkpoint of this pipeline") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) \
+            or not isinstance(state.get("model_info"), dict):
+        found = (f"a dict with keys {sorted(map(str, state))[:8]}" if isinstance(state, dict)
+                 else f"a {type(state).__name__}")
+        raise ValueError(f"{path} holds {found}, not a checkpoint of this pipeline (a dict with "
+                         "'model' weights and 'model_info'): pass a best.pt or last.pt of a run")
+    return state

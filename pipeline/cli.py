@@ -49,15 +49,13 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pipeline import fileio
     from pipeline.training import train
 
     cfg = options.config_from_args(args)
     run = config.resolve_run_dir(cfg.run_dir)
     fold_ids = _fold_ids(args.fold, run)
     main_process = distributed.is_main_process()  # under torchrun only rank 0 writes
-    if main_process:
-        fileio.write_json(run.config_json, cfg.as_dict())
+    # train_fold writes config.json once a fold holds its lock and has passed its checks.
     for fold, best in zip(fold_ids, train.train_folds(cfg, fold_ids, resume=args.resume)):
         if best and main_process:
             print(f"fold {fold}: best epoch {best['epoch']} score {best['val_score']:.4f} "
@@ -67,9 +65,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
+    from pipeline import fileio
     from pipeline.inference import oof, reports
 
     run = config.resolve_run_dir(args.run_dir)
+    fileio.check_writable(run.postprocess_json, "--run-dir")  # before the OOF predictions
     fold_ids = None if args.fold == "all" else _fold_ids(args.fold, run)
     report = oof.run_cv(args.run_dir, args.data_dir, fold_ids, tta=args.tta,
                         batch_size=args.batch_size, workers=args.workers,
@@ -81,8 +81,10 @@ def _cmd_cv(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline import fileio
     from pipeline.inference import predict, submission
 
+    fileio.check_writable(Path(args.out), "--out")  # before any image is predicted
     paths, run = config.resolve_data_dir(args.data_dir), config.resolve_run_dir(args.run_dir)
     sample = submission.read_sample(Path(args.sample) if args.sample else paths.sample_submission)
     predict.check_test_images(paths.test_images, sample.image_ids, sample.path)
@@ -248,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     console.setup()
     try:
         return HANDLERS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
-            RuntimeError) as error:
+    except (ValueError, OSError, FloatingPointError, RuntimeError) as error:
         log.error("%s", error)
         return 1

@@ -96,13 +96,21 @@ class RunPaths:
 def resolve_data_dir(value: str | os.PathLike | None = None) -> DataPaths:
     """The data directory: the argument, else $SEVERSTAL_DATA_DIR, else ./data."""
     chosen = value or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return DataPaths(Path(chosen))
+    return DataPaths(_folder(Path(chosen), "--data-dir", DATA_DIR_ENV))
 
 
 def resolve_run_dir(value: str | os.PathLike | None = None) -> RunPaths:
     """The run directory: the argument, else $SEVERSTAL_RUN_DIR, else ./runs/default."""
     chosen = value or os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
-    return RunPaths(Path(chosen))
+    return RunPaths(_folder(Path(chosen), "--run-dir", RUN_DIR_ENV))
+
+
+def _folder(path: Path, flag: str, env: str) -> Path:
+    """``path``, refused when something other than a directory is there."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{flag} {path} is a file, not a directory: pass a folder "
+                                 f"with {flag} (or ${env})")
+    return path
 
 
 def code_version() -> str:

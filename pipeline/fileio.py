@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import uuid
@@ -26,6 +27,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, before any long work, an output ``path`` that cannot be written: a directory
+    there, or a nearest existing parent that is a file or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a directory: give a file name, e.g. "
+                                f"{path / 'submission.csv'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a directory: "
+                                 "choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: the directory {parent} is not writable: "
+                              "choose another output path or fix its permissions")
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Write bytes to path atomically."""
     with atomic_path(path) as tmp:
@@ -40,3 +59,33 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, obj: object) -> None:
     """Write obj as indented JSON to path atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID runs (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+def remove_temps(path: Path) -> list[Path]:
+    """Remove the temp files that killed atomic writes of ``path`` left (see ``atomic_path``);
+    temps of a process that still runs are kept. Returns the removed paths."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        removed.append(tmp)
+    return removed

@@ -57,7 +57,7 @@ def test_json_roundtrip_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="make cv"):
         PostProcess.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"nope": 1}')
-    with pytest.raises(ValueError, match="not a post-processing file"):
+    with pytest.raises(ValueError, match="key 'head' is missing"):
         PostProcess.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="4 values"):
         PostProcess(min_area=[1, 2])

@@ -9,6 +9,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from pipeline import fileio
 from pipeline.config import CLASS_IDS
+from pipeline.data.labels import read_table
 
 RARE = "rare"
 
@@ -73,13 +74,31 @@ def write_folds(folds: pd.DataFrame, path: Path) -> None:
 
 
 def read_folds(path: Path, image_ids: list[str] | None = None) -> pd.DataFrame:
-    """Read folds.csv; with image_ids, check it covers exactly those images."""
+    """Read folds.csv, checked in full: columns ImageId and fold, every image once, folds
+    numbered 0..k-1 (k >= 2); with image_ids, it must cover exactly those images."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `make folds` first")
-    folds = pd.read_csv(path, dtype={"ImageId": str, "fold": int, "classes": str})
+    folds = read_table(path, "folds file")
+    fix = "rerun `make folds`"
+    missing = [c for c in ("ImageId", "fold") if c not in folds.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {missing[0]} (columns {list(folds.columns)}): {fix}")
+    problems = [(folds["ImageId"] == "", "has no ImageId"),
+                (folds["ImageId"].duplicated(keep="first"), "repeats an ImageId"),
+                (~folds["fold"].str.fullmatch(r"\d{1,6}"), "has a fold that is not a number >= 0")]
+    for bad, what in problems:
+        if bad.any():
+            index = bad.idxmax()
+            raise ValueError(f"{path}:{index + 2}: the row {what} "
+                             f"({folds.loc[index, 'ImageId']!r}, fold {folds.loc[index, 'fold']!r})"
+                             f": {fix}")
+    folds = folds.assign(fold=folds["fold"].astype("int64")).reset_index(drop=True)
+    numbers = sorted(set(folds["fold"]))
+    if numbers != list(range(len(numbers))) or len(numbers) < 2:
+        raise ValueError(f"{path}: folds {numbers}, expected 0..k-1 with k >= 2: {fix}")
     if image_ids is not None and set(folds["ImageId"]) != set(image_ids):
         extra = sorted(set(folds["ImageId"]) - set(image_ids))[:3]
         missing = sorted(set(image_ids) - set(folds["ImageId"]))[:3]
         raise ValueError(f"{path} does not match the training images (in folds only: {extra}, "
-                         f"images without a fold: {missing}): rerun `make folds`")
+                         f"images without a fold: {missing}): {fix}")
     return folds

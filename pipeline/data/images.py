@@ -10,6 +10,7 @@ import numpy as np
 from pipeline.config import HEIGHT, WIDTH
 
 IMAGE_SUFFIX = ".jpg"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
 def list_images(images_dir: Path) -> list[str]:
@@ -24,7 +25,12 @@ def read_image(path: Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarr
     """The ``(H, W, 3)`` uint8 RGB image at path; clear errors for missing, corrupt, wrong size."""
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = path.read_bytes()
+    # OpenCV decodes a truncated JPEG with grey rows and a warning naming no file: refuse it.
+    if data.startswith(JPEG_START) and not data.rstrip(b"\0").endswith(JPEG_END):
+        raise ValueError(f"image {path} cannot be decoded (truncated: no JPEG end marker): "
+                         "re-download it or pass --skip-bad-images")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"image {path} cannot be decoded (corrupt or not a JPEG): "
                          "re-download it or pass --skip-bad-images")

@@ -18,8 +18,21 @@ ORIGINAL_HEADER = ["ImageId_ClassId", "EncodedPixels"]
 
 
 def _line(index: int) -> int:
-    """The 1-based file line of a data row (the header is line 1)."""
+    """The 1-based file line of a data row of ``read_table`` (the header is line 1)."""
     return int(index) + 2
+
+
+def read_table(path: Path, what: str = "CSV file") -> pd.DataFrame:
+    """A CSV file's rows as strings, blank lines dropped but counted: a row's index ``i`` is
+    the file's line ``i + 2``. ValueError naming the file for an empty or unparsable one."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{what} {path} is empty: it needs a header line") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{what} {path} is not a readable CSV file ({reason})") from None
+    return table[~(table == "").all(axis=1)]
 
 
 def read_labels(path: Path) -> pd.DataFrame:
@@ -29,7 +42,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     image then class. Raises ValueError naming the file and line for a malformed header, an
     unknown ClassId, a duplicate (image, class) row or an invalid RLE string.
     """
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path, "labels file")
     header = list(table.columns)
     if header == CURRENT_HEADER:
         image_ids, class_ids = table["ImageId"], table["ClassId"]
@@ -37,9 +50,9 @@ def read_labels(path: Path) -> pd.DataFrame:
         parts = table["ImageId_ClassId"].str.rpartition("_")
         bad = parts[1] != "_"
         if bad.any():
-            index = int(np.argmax(bad.to_numpy()))
+            index = bad.idxmax()
             raise ValueError(f"{path}:{_line(index)}: ImageId_ClassId "
-                             f"{table['ImageId_ClassId'].iloc[index]!r} is not '<image>_<class>'")
+                             f"{table['ImageId_ClassId'].loc[index]!r} is not '<image>_<class>'")
         image_ids, class_ids = parts[0], parts[2]
     else:
         raise ValueError(f"{path}: malformed header {header}; expected {CURRENT_HEADER} "
@@ -48,14 +61,14 @@ def read_labels(path: Path) -> pd.DataFrame:
                            "EncodedPixels": table["EncodedPixels"].str.strip()})
     unknown = ~labels["ClassId"].isin([str(c) for c in CLASS_IDS])
     if unknown.any():
-        index = int(np.argmax(unknown.to_numpy()))
+        index = unknown.idxmax()
         raise ValueError(f"{path}:{_line(index)}: unknown ClassId "
-                         f"{labels['ClassId'].iloc[index]!r}; valid ones are {list(CLASS_IDS)}")
+                         f"{labels['ClassId'].loc[index]!r}; valid ones are {list(CLASS_IDS)}")
     labels["ClassId"] = labels["ClassId"].astype(int)
     duplicated = labels.duplicated(["ImageId", "ClassId"], keep=False)
     if duplicated.any():
-        lines = [_line(i) for i in np.flatnonzero(duplicated.to_numpy())[:2]]
-        row = labels.iloc[lines[0] - 2]
+        lines = [_line(i) for i in labels.index[duplicated][:2]]
+        row = labels.loc[lines[0] - 2]
         raise ValueError(f"{path}: lines {lines[0]} and {lines[1]} both label image "
                          f"{row['ImageId']} class {row['ClassId']}; keep one row per pair")
     labels = labels[labels["EncodedPixels"] != ""]

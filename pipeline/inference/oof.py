@@ -94,7 +94,10 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
            tta: str = "none", batch_size: int = 8, workers: int = 2,
            min_component: tuple[int, ...] = (0,) * N_CLASSES, n_overlays: int = 4,
            device: str = "auto", amp: str = "auto", quiet: bool = False) -> dict:
-    """OOF predictions of every fold's best model, tuning, reports; returns the cv.json dict."""
+    """OOF predictions of every fold's best model, tuning, reports; returns the cv.json dict.
+
+    Writes the pictures, then ``reports/cv.json``, then ``postprocess.json`` (each atomically).
+    """
     paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
     if fold_ids is None:
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
@@ -117,16 +120,18 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
     params = postprocess.PostProcess(head=head, min_area=chosen.min_area,
                                      threshold=[thresholds[k] for k in chosen.threshold_index],
                                      min_component=min_component, presence=chosen.presence)
-    params.save(run.postprocess_json)
     report = {"folds": fold_ids, "n_images": len(accumulator.image_ids), "tta": tta,
               "default": default.as_dict(), "tuned": tuned.as_dict(),
               "postprocess": dict(params.__dict__), "models": infos,
               "grid": {"presence": list(gates), "thresholds": list(thresholds),
                        "min_areas": list(tuning.MIN_AREAS)},
               "code_version": code_version()}
-    fileio.write_json(run.reports / "cv.json", report)
+    # The settings go last: a kill leaves at worst a new report beside the old settings,
+    # never new settings beside an old report (pictures, then cv.json, then postprocess.json).
     _pictures(run, paths, default, tuned, chosen.curves(tuning.MIN_AREAS, gates), params,
               examples)
+    fileio.write_json(run.reports / "cv.json", report)
+    params.save(run.postprocess_json)
     return report
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -77,9 +77,41 @@ class PostProcess:
             raise FileNotFoundError(f"post-processing file {path} does not exist: run `make cv` "
                                     "or pass --postprocess / --min-area explicitly")
         try:
-            return cls(**json.loads(Path(path).read_text()))
-        except (TypeError, json.JSONDecodeError) as error:
+            values = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} is not a post-processing file: {error}") from None
+        _check_file(values, path)
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}: rerun `make cv`") from None
+
+
+def _check_file(values: object, path: Path) -> None:
+    """Every key of a post-processing file present, of its type: no default fills a gap."""
+    keys = [f.name for f in fields(PostProcess)]
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} is not a post-processing file: a JSON object with keys "
+                         f"{keys} was expected, got a {type(values).__name__}")
+    for key in keys:
+        if key not in values:
+            raise ValueError(f"{path}: key {key!r} is missing: rerun `make cv`")
+    unknown = sorted(set(values) - set(keys))
+    if unknown:
+        raise ValueError(f"{path}: unknown key {unknown[0]!r} (valid keys {keys})")
+    if not isinstance(values["head"], str):
+        raise ValueError(f"{path}: key 'head' must be a string, got {values['head']!r}")
+    kinds = {"threshold": (float, True), "presence": (float, True), "min_area": (int, False),
+             "min_component": (int, False)}
+    for key, (kind, nullable) in kinds.items():
+        value = values[key]
+        ok = isinstance(value, list) and len(value) == N_CLASSES and all(
+            (v is None and nullable) or (isinstance(v, (int, float) if kind is float else int)
+                                         and not isinstance(v, bool)) for v in value)
+        if not ok:
+            what = "numbers or null" if nullable else "integers"
+            raise ValueError(f"{path}: key {key!r} must be a list of {N_CLASSES} {what} "
+                             f"(classes 1..4), got {value!r}")
 
 
 def least_area(min_area: object) -> np.ndarray:

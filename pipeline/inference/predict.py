@@ -174,7 +174,8 @@ def write_submission(ensemble: Ensemble, image_dir: Path, sample: submission.Sam
                      batch_size: int = 8, workers: int = 2, tta: str = "none",
                      amp: str = "auto",
                      quiet: bool = False) -> tuple[dict[str, list[str]], object] | None:
-    """Predict every sample image (sharded over ranks), write ``out`` on rank 0, validate it.
+    """Predict every sample image (sharded over ranks); on rank 0 write ``out``, validated
+    before it replaces any previous file.
 
     Returns ``(rles by image, validated table)`` on rank 0, None on the other ranks.
     """
@@ -184,8 +185,7 @@ def write_submission(ensemble: Ensemble, image_dir: Path, sample: submission.Sam
     if not context.is_main:
         return None
     merged = {k: v for shard in shards for k, v in shard.items()}
-    submission.write(submission.build(sample, merged), out)
-    return merged, submission.validate(out, sample)
+    return merged, submission.write(submission.build(sample, merged), out, sample)
 
 
 def check_test_images(image_dir: Path, sample_ids: list[str], sample_path: Path) -> None:

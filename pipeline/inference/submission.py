@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline import fileio, metrics
 from pipeline.config import CLASS_IDS
-from pipeline.data import rle
+from pipeline.data import labels, rle
 
 CURRENT = ["ImageId", "EncodedPixels", "ClassId"]
 ORIGINAL = ["ImageId_ClassId", "EncodedPixels"]
@@ -33,17 +33,41 @@ class Sample:
 
 
 def read_sample(path: Path) -> Sample:
-    """Read sample_submission.csv in either format; a clear error for anything else."""
+    """Read sample_submission.csv in either format, checked in full; ValueError naming the file
+    and line: current format one ClassId-0 row per image, original format the 4 rows
+    ``<image>_1..4`` of every image, no duplicates, no unknown classes."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"sample submission {path} does not exist")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = labels.read_table(path, "sample submission")
     if list(table.columns) == CURRENT:
-        return Sample(Path(path), "current", table, list(dict.fromkeys(table["ImageId"])))
-    if list(table.columns) == ORIGINAL:
-        ids = table["ImageId_ClassId"].str.rpartition("_")[0]
-        return Sample(Path(path), "original", table, list(dict.fromkeys(ids)))
-    raise ValueError(f"{path}: header {list(table.columns)} is neither {CURRENT} (current) "
-                     f"nor {ORIGINAL} (original)")
+        image_ids, class_ids, expected = table["ImageId"], table["ClassId"], ["0"]
+        malformed = image_ids != image_ids
+    elif list(table.columns) == ORIGINAL:
+        parts = table["ImageId_ClassId"].str.rpartition("_")
+        image_ids, class_ids, expected = parts[0], parts[2], [str(c) for c in CLASS_IDS]
+        malformed = parts[1] != "_"
+    else:
+        raise ValueError(f"{path}: header {list(table.columns)} is neither {CURRENT} (current) "
+                         f"nor {ORIGINAL} (original)")
+    if table.empty:
+        raise ValueError(f"sample submission {path} has a header but no rows")
+    checks = [(malformed, "is not '<image>_<class>'"), (image_ids == "", "has no image id"),
+              (~class_ids.isin(expected), f"has a class other than {', '.join(expected)}"),
+              (pd.concat([image_ids, class_ids], axis=1).duplicated(), "repeats an earlier row")]
+    for bad, what in checks:
+        if bad.any():
+            index = bad.idxmax()
+            raise ValueError(f"{path}:{index + 2}: the row {table.iloc[:, 0].loc[index]!r} "
+                             f"{what}: use the competition's sample_submission.csv")
+    counts = image_ids.value_counts()
+    incomplete = counts[counts != len(expected)]
+    if len(incomplete):
+        raise ValueError(f"{path}: image {incomplete.index[0]} has {incomplete.iloc[0]} rows, "
+                         f"expected {len(expected)} (classes {', '.join(expected)}): use the "
+                         "competition's sample_submission.csv")
+    fmt = "current" if len(expected) == 1 else "original"
+    return Sample(Path(path), fmt, table.reset_index(drop=True),
+                  list(dict.fromkeys(image_ids)))
 
 
 def build(sample: Sample, predictions: dict[str, list[str]]) -> pd.DataFrame:
@@ -67,18 +91,23 @@ def build(sample: Sample, predictions: dict[str, list[str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CURRENT)
 
 
-def write(table: pd.DataFrame, path: Path) -> None:
-    """Write submission rows atomically."""
+def write(table: pd.DataFrame, path: Path, sample: Sample | None = None) -> pd.DataFrame | None:
+    """Write submission rows atomically; with ``sample``, validate the temp file first, so an
+    invalid submission never replaces the file at ``path``. Returns the validated table."""
     with fileio.atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+        return None if sample is None else validate(tmp, sample, shown_as=path)
 
 
-def validate(path: Path, sample: Sample) -> pd.DataFrame:
-    """Check a submission against its sample; returns it, or raises listing every problem."""
+def validate(path: Path, sample: Sample, shown_as: Path | None = None) -> pd.DataFrame:
+    """Check a submission against its sample; returns it, or raises listing every problem.
+    Messages name ``shown_as`` (the final name of a temp file being checked) if given."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"submission {path} does not exist: run `make predict`")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = labels.read_table(path, "submission").reset_index(drop=True)
     expected = CURRENT if sample.format == "current" else ORIGINAL
+    kept = "" if shown_as is None else " (not written: the previous file, if any, is kept)"
+    path = shown_as or path
     if list(table.columns) != expected:
         raise ValueError(f"{path}: columns {list(table.columns)}, expected {expected} "
                          f"(the format of {sample.path})")
@@ -94,7 +123,8 @@ def validate(path: Path, sample: Sample) -> pd.DataFrame:
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise ValueError(f"{path} is not a valid submission for {sample.path}:\n  {shown}{more}")
+        raise ValueError(f"{path} is not a valid submission for {sample.path}{kept}:\n  "
+                         f"{shown}{more}")
     return table
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PureWindowsPath
 
 from tqdm import tqdm
@@ -66,6 +67,12 @@ def download(data: DataPaths, quiet: bool = False) -> Path:
     return root
 
 
+# The real archive: about 18k JPEGs, 1.7 GB uncompressed at a ratio near 1; these leave room.
+MAX_TOTAL_BYTES = 8 * 2**30
+MAX_RATIO = 200           # per member of at least RATIO_FLOOR bytes (deflate tops out near 1030)
+RATIO_FLOOR = 2**20
+
+
 def _check_member(info: zipfile.ZipInfo, base: Path, archive: Path) -> None:
     name = info.filename
     if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
@@ -78,16 +85,46 @@ def _check_member(info: zipfile.ZipInfo, base: Path, archive: Path) -> None:
                          "(zip-slip); refusing to extract")
 
 
-def extract_safely(archive: Path, target: Path, quiet: bool = False) -> int:
-    """Extract a zip into a new directory after checking every member; returns the file count."""
+def _check_sizes(members: list[zipfile.ZipInfo], base: Path, archive: Path, max_total: int,
+                 max_ratio: float) -> None:
+    """Refuse duplicate members, a total size over ``max_total`` bytes and a member that
+    expands more than ``max_ratio`` times (a zip bomb), from the directory alone."""
+    seen: dict[Path, str] = {}
+    for info in members:
+        target = (base / info.filename).resolve()
+        if target in seen:
+            raise ValueError(f"{archive}: members {seen[target]!r} and {info.filename!r} are "
+                             "the same file; refusing an archive with duplicate members")
+        seen[target] = info.filename
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_FLOOR and ratio > max_ratio:
+            raise ValueError(f"{archive}: member {info.filename!r} expands {ratio:.0f} times "
+                             f"({info.file_size} bytes), over the limit of {max_ratio}: a zip "
+                             "bomb, not the competition data; refusing to extract")
+    total = sum(info.file_size for info in members)
+    if total > max_total:
+        raise ValueError(f"{archive}: {total} bytes uncompressed, over the limit of {max_total}; "
+                         "refusing to extract (not the competition data)")
+
+
+def extract_safely(archive: Path, target: Path, quiet: bool = False,
+                   max_total: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO) -> int:
+    """Extract a zip into a new directory after checking every member and the sizes the zip's
+    directory declares (zipfile never writes more than a member's declared size); a corrupt
+    member (bad CRC or deflate stream) is a ValueError naming it. Returns the file count."""
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         base = target.resolve()
         for info in members:  # all checked before anything is written
             _check_member(info, base, archive)
+        _check_sizes(members, base, archive, max_total, max_ratio)
         target.mkdir(parents=True)
         for info in tqdm(members, desc="extracting", unit="file", disable=True if quiet else None):
-            zf.extract(info, target)
+            try:
+                zf.extract(info, target)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                raise ValueError(f"{archive}: member {info.filename!r} is corrupt ({error})") \
+                    from None
     return sum(not info.is_dir() for info in members)
 
 

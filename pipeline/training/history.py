@@ -31,7 +31,12 @@ def write(run: RunPaths, fold: int, rows: list[dict]) -> None:
         table = table.drop(columns="val_per_class")
     with fileio.atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
-    plot(rows, run.reports / f"curves_fold{fold}.png", title=f"fold {fold}")
+    plot(rows, curves_path(run, fold), title=f"fold {fold}")
+
+
+def curves_path(run: RunPaths, fold: int) -> Path:
+    """The picture of the fold's training curves."""
+    return run.reports / f"curves_fold{fold}.png"
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -13,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from pipeline import checkpoint, distributed, metrics
+from pipeline import distributed, fileio, metrics
 from pipeline.config import HEIGHT, WIDTH, RunPaths, TrainConfig, code_version, \
     resolve_data_dir, resolve_run_dir
 from pipeline.data import folds, labels
@@ -21,7 +22,8 @@ from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_inp
 from pipeline.models import forward
 from pipeline.models.losses import build_loss
 from pipeline.models.registry import build_model, model_info
-from pipeline.training import history
+from pipeline.training import lock
+from pipeline.training import resume as resume_files
 
 log = logging.getLogger(__name__)
 
@@ -151,30 +153,50 @@ def make_loader(dataset, cfg: TrainConfig, context: distributed.Context, epoch: 
                       drop_last=train and len(dataset) >= cfg.batch_size * context.world_size)
 
 
-def _resume(path, model, optimizer, scheduler, scaler, context) -> int:
-    """Load ``last.pt`` into the training objects; returns the next epoch."""
-    state = checkpoint.load(path, context.device)
+def _load_state(state: dict, model, optimizer, scheduler, scaler) -> None:
+    """Put a ``last.pt`` state into the training objects."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    return state["epoch"] + 1
-
-
-def _save(run: RunPaths, fold: int, state: dict, is_best: bool, log_rows: list[dict]) -> None:
-    """Write ``last.pt`` (and ``best.pt``) and the fold's logs and curves (rank 0 only)."""
-    fold_dir = run.fold_dir(fold)
-    checkpoint.save(fold_dir / "last.pt", state)
-    if is_best:
-        checkpoint.save(fold_dir / "best.pt", state)
-    history.write(run, fold, log_rows)
 
 
 def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
                context: distributed.Context | None = None) -> dict:
-    """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best."""
+    """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best.
+
+    Rank 0 holds the fold's lock (``lock.fold_lock``) while it trains: a second process on the
+    same run and fold is refused.
+    """
     context = context or distributed.setup(cfg.device)
     run = resolve_run_dir(cfg.run_dir)
+    held = lock.fold_lock(run.fold_dir(fold)) if context.is_main else contextlib.nullcontext()
+    with held:
+        return _train_fold(cfg, fold, run, resume, context)
+
+
+def _start(cfg: TrainConfig, fold: int, run: RunPaths, objects: tuple, resume: bool,
+           context: distributed.Context) -> tuple[int, list[dict]]:
+    """The first epoch and the log rows so far; on rank 0 also clears the temp files of killed
+    writes and writes the run's config.json (the fold passed its checks)."""
+    if context.is_main:
+        for tmp in resume_files.remove_temps(run, fold):
+            log.warning("removed %s, left by an interrupted write", tmp)
+        fileio.write_json(run.config_json, cfg.as_dict())
+    if not resume:
+        return 0, []
+    restored = resume_files.restore(run, fold, context.device, repair=context.is_main)
+    if restored is None:
+        log.warning("--resume: %s does not exist; fold %d starts at epoch 0",
+                    run.fold_dir(fold) / "last.pt", fold)
+        return 0, []
+    state, rows = restored
+    _load_state(state, *objects)
+    return state["epoch"] + 1, rows
+
+
+def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
+                context: distributed.Context) -> dict:
     # Refuse a bad loss/head pair before reading the data.
     loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights,
                          cls_weight=cfg.cls_weight if cfg.gate else None)
@@ -191,11 +213,8 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
     optimizer, scheduler = build_optimizer(cfg, model, per_epoch * cfg.epochs)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=forward.amp_dtype(cfg.amp, context.device) == torch.float16)
-    start_epoch, rows = 0, []
-    if resume:
-        start_epoch = _resume(run.fold_dir(fold) / "last.pt", model, optimizer, scheduler,
-                              scaler, context)
-        rows = history.read(run.logs, fold)[:start_epoch]
+    start_epoch, rows = _start(cfg, fold, run, (model, optimizer, scheduler, scaler), resume,
+                               context)
     net = DistributedDataParallel(model) if context.distributed else model
     validated = [row for row in rows if "val_score" in row]
     best = max(validated, key=lambda row: row["val_score"], default=None)
@@ -216,11 +235,11 @@ def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
             row.update(evaluate(net, make_loader(val_set, cfg, context, epoch, False), loss_fn,
                                 cfg, context))
         rows.append(row)
-        is_best = "val_score" in row and (best is None or row["val_score"] > best["val_score"])
-        best = row if is_best else best
+        if "val_score" in row and (best is None or row["val_score"] > best["val_score"]):
+            best = row
         if context.is_main:
-            _save(run, fold, _state(model, optimizer, scheduler, scaler, cfg, fold, row),
-                  is_best, rows)
+            resume_files.commit(run, fold, _state(model, optimizer, scheduler, scaler, cfg,
+                                                  fold, row), rows, best and best["epoch"])
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
         distributed.barrier(context)
