@@ -240,10 +240,21 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
         if context.is_main:
             resume_files.commit(run, fold, _state(model, optimizer, scheduler, scaler, cfg,
                                                   fold, row), rows, best and best["epoch"])
+            log.info("%s", epoch_line(fold, cfg.epochs, row))
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
         distributed.barrier(context)
     return best or {}
+
+
+def epoch_line(fold: int, epochs: int, row: dict) -> str:
+    """One epoch as one log line, so a redirected log shows that training goes on."""
+    line = (f"fold {fold} epoch {row['epoch'] + 1}/{epochs}: loss {row['train_loss']:.4f}, "
+            f"{row['images_per_s']:.1f} images/s, {row['seconds']:.0f} s")
+    if "val_score" in row:
+        line += (f"; validation score {row['val_score']:.4f} (all-empty "
+                 f"{row['val_baseline']:.4f}, non-empty Dice {row['val_nonempty']:.4f})")
+    return line
 
 
 def _state(model, optimizer, scheduler, scaler, cfg: TrainConfig, fold: int, row: dict) -> dict:
