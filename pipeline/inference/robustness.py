@@ -87,9 +87,11 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
 def format_table(report: dict) -> str:
     """One line per shift: score, all-empty baseline, margin, non-empty Dice, ok/BELOW."""
     header = f"{'shift':16}{'score':>9}{'all-empty':>11}{'margin':>9}{'non-empty':>11}"
+    pp = report["postprocess"]
+    gate = f"  presence {pp['presence']}" if any(p is not None for p in pp["presence"]) else ""
     lines = [f"OOF folds {report['folds']}  TTA {report['tta']}  tuned thresholds "
-             f"{list(report['postprocess']['threshold'])}  min_area "
-             f"{list(report['postprocess']['min_area'])}", header, "-" * (len(header) + 7)]
+             f"{pp['threshold']}  min_area {pp['min_area']}{gate}", header,
+             "-" * (len(header) + 7)]
     for r in report["shifts"]:
         lines.append(f"{r['name']:16}{r['score']:>9.4f}{r['all_empty_baseline']:>11.4f}"
                      f"{r['margin']:>+9.4f}{r['nonempty']:>11.4f}  "
@@ -102,14 +104,16 @@ def bars(results: list[dict], path: Path) -> None:
     plt = plotting.pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(results) + 2), 3.6))
     x = range(len(results))
-    ax.bar([i - 0.2 for i in x], [r["score"] for r in results], width=0.4,
-           label="score (tuned post-processing)")
+    colours = ["tab:red" if r["score"] < r["all_empty_baseline"] else "tab:blue"
+               for r in results]
+    ax.bar([i - 0.2 for i in x], [r["score"] for r in results], width=0.4, color=colours,
+           label="score at the tuned post-processing (red: below all-empty)")
     ax.bar([i + 0.2 for i in x], [r["all_empty_baseline"] for r in results], width=0.4,
            label="all-empty baseline", color="lightgrey")
     low = min(min(r["score"], r["all_empty_baseline"]) for r in results)
     ax.set(ylim=(max(0.0, low - 0.05), 1.0), ylabel=f"OOF mean Dice ({N_CLASSES} classes)",
            title="out-of-fold score under input shifts")
     ax.set_xticks(list(x), [r["name"] for r in results], rotation=30, ha="right")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     plotting.save(fig, path)
