@@ -41,7 +41,7 @@ SUBMIT_ARGS ?=
 ZOO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint sample-data stats folds train cv predict validate demo \
+.PHONY: help install test lint sample-data stats folds train cv robustness predict validate demo \
 	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
 	bench-model bench-predict bench-kernel bench-gpu zoo clean
 
@@ -78,6 +78,9 @@ train: install ## train FOLD (all, or e.g. 2) into RUN_DIR; extra flags in TRAIN
 cv: install ## out-of-fold scores + per-class threshold/min_area tuning -> RUN_DIR/reports
 	$(PY) -m pipeline cv --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(TTA)
 
+robustness: install ## OOF scores under shifted images (bright, dark, blur, noise, JPEG...) vs all-empty
+	$(PY) -m pipeline robustness --data-dir $(DATA_DIR) --run-dir $(RUN_DIR)
+
 predict: install ## every fold's best model -> SUBMISSION (validated against the sample)
 	$(PY) -m pipeline predict --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(TTA) \
 		--out $(SUBMISSION) $(PREDICT_ARGS)
@@ -98,6 +101,8 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 10
 	@echo "== the submission scored against the synthetic test truth =="
 	@$(PY) -m pipeline score $(DEMO_DIR)/submission.csv \
 		--sample $(DEMO_DIR)/data/sample_submission.csv --truth $(DEMO_DIR)/data/test_truth.csv
+	@echo "== robustness: the demo's model under shifted images (tuned post-processing vs all-empty) =="
+	@$(PY) -m pipeline robustness --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 --quiet
 	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
 
 seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/without min_area

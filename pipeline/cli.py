@@ -80,6 +80,25 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from pipeline.data import shifts
+    from pipeline.inference import robustness
+
+    run = config.resolve_run_dir(args.run_dir)
+    names = shifts.parse(args.shifts)
+    fold_ids = None if args.fold == "all" else _fold_ids(args.fold, run)
+    report = robustness.run_robustness(args.run_dir, args.data_dir, names, fold_ids,
+                                       tta=args.tta, batch_size=args.batch_size,
+                                       workers=args.workers, device=args.device, amp=args.amp,
+                                       quiet=args.quiet)
+    print(robustness.format_table(report))
+    if report["below_baseline"]:
+        log.warning("below the all-empty baseline under shift(s): %s",
+                    ", ".join(report["below_baseline"]))
+    print(f"wrote {run.reports / 'robustness.json'} and {run.reports / 'robustness.png'}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from pipeline import fileio
     from pipeline.inference import predict, submission
@@ -237,7 +256,7 @@ def _fold_ids(value: str, run: config.RunPaths) -> list[int]:
 
 HANDLERS = {
     "synth": _cmd_synth, "stats": _cmd_stats, "folds": _cmd_folds, "train": _cmd_train,
-    "cv": _cmd_cv, "predict": _cmd_predict, "compare": _cmd_compare,
+    "cv": _cmd_cv, "robustness": _cmd_robustness, "predict": _cmd_predict, "compare": _cmd_compare,
     "validate": _cmd_validate, "score": _cmd_score, "download": _cmd_download,
     "submit": _cmd_submit, "upload-weights": _cmd_upload_weights, "kernel": _cmd_kernel,
     "push-kernel": _cmd_push_kernel, "kernel-status": _cmd_kernel_status,

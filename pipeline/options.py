@@ -211,6 +211,15 @@ def _report_commands(commands: argparse._SubParsersAction) -> None:
                        help="labels in train.csv format (test_truth.csv of synthetic data)")
     score.add_argument("--json", action="store_true", help="print the scores as JSON")
 
+    robustness = commands.add_parser(
+        "robustness", help="out-of-fold scores under input shifts vs the all-empty baseline")
+    add_data_dir(robustness)
+    add_run_dir(robustness)
+    robustness.add_argument("--shifts", default="all",
+                            help="'all' or shift names, e.g. none,blur,jpeg-q20 (default: all)")
+    robustness.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
+    add_inference_flags(robustness)
+
 
 def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
     download = commands.add_parser("download", help="download + check the competition data")

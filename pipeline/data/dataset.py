@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -51,10 +52,12 @@ class SteelDataset(Dataset):
     without labels (``rles=None``) items have no masks. Images stay uint8 (4x less to move
     between processes and to the GPU); ``to_model_input`` makes the float [0, 1] batch.
     With ``skip_bad_images`` an unreadable image gives ``None``, dropped by ``collate``.
+    A ``shift(image, image_id)`` (``data.shifts``) changes the full-size image as read.
     """
 
     def __init__(self, image_dir: Path, image_ids: list[str], rles: pd.DataFrame | None,
-                 transform: Transform, full_masks: bool = False, skip_bad_images: bool = False):
+                 transform: Transform, full_masks: bool = False, skip_bad_images: bool = False,
+                 shift: Callable[[np.ndarray, str], np.ndarray] | None = None):
         self.image_dir = Path(image_dir)
         self.image_ids = list(image_ids)
         self.rles = rles
@@ -62,6 +65,7 @@ class SteelDataset(Dataset):
         self.full_masks = full_masks
         self.skip_bad_images = skip_bad_images
         self.augment = augment.build(transform.augment)
+        self.shift = shift
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -80,6 +84,8 @@ class SteelDataset(Dataset):
                 raise
             log.warning("skipped: %s", error)
             return None
+        if self.shift is not None:
+            image = self.shift(image, image_id)
         masks = self._masks(image_id)
         t = self.transform
         image = images.resize(image, t.input_size())

@@ -60,9 +60,12 @@ class OOFAccumulator:
         return np.concatenate(self._presence) if self._presence else None
 
 
-def _collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict,
-             min_component: tuple[int, ...], n_overlays: int, context: distributed.Context):
-    """Every fold's best model on its own validation images -> (accumulator, examples, infos)."""
+def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict,
+            min_component: tuple[int, ...], n_overlays: int, context: distributed.Context,
+            shift=None, thresholds: tuple[float | None, ...] | None = None, label: str = "OOF"):
+    """Every fold's best model on its own validation images -> (accumulator, examples, infos);
+    ``shift`` changes the images as read, ``thresholds`` (default: the head's grid) are the
+    pixel thresholds counted."""
     table, image_ids = labels.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
     rles = labels.rle_table(table, image_ids)
@@ -74,13 +77,13 @@ def _collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dic
             raise ValueError(f"{path}: fold {fold} has another head or gate than fold "
                              f"{fold_ids[0]}: one post-processing cannot serve both")
         accumulator = accumulator or OOFAccumulator(
-            ensemble.head, tuning.default_thresholds(ensemble.head), min_component)
+            ensemble.head, thresholds or tuning.default_thresholds(ensemble.head), min_component)
         _, val_ids = folds.split_ids(split, fold)
         loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
-                                     settings["batch_size"], settings["workers"], rles)
+                                     settings["batch_size"], settings["workers"], rles, shift)
         for batch in predict.iterate_probabilities(
                 ensemble, loader, context.device, settings["tta"], settings["amp"],
-                settings["quiet"], desc=f"OOF fold {fold}"):
+                settings["quiet"], desc=f"{label} fold {fold}"):
             accumulator.add(batch.image_ids, batch.probs, batch.masks, batch.presence)
             for i in np.flatnonzero(batch.masks.flatten(1).any(dim=1).cpu().numpy()):
                 if len(examples) < n_overlays:
@@ -104,8 +107,8 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
     context = distributed.setup(device)
     settings = {"tta": tta, "batch_size": batch_size, "workers": workers, "amp": amp,
                 "quiet": quiet}
-    accumulator, examples, infos = _collect(run, paths, fold_ids, settings, min_component,
-                                            n_overlays, context)
+    accumulator, examples, infos = collect(run, paths, fold_ids, settings, min_component,
+                                           n_overlays, context)
     counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
     presence = accumulator.presence()
     gates = tuning.PRESENCE if presence is not None else (None,)

@@ -143,9 +143,11 @@ def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.
 
 
 def make_loader(image_dir: Path, image_ids: list[str], scale: float, batch_size: int,
-                workers: int, rles=None) -> DataLoader:
-    """Full images at ``scale``; masks at 256x1600 when ``rles`` is given."""
-    dataset = SteelDataset(image_dir, image_ids, rles, Transform(scale=scale), full_masks=True)
+                workers: int, rles=None, shift=None) -> DataLoader:
+    """Full images at ``scale``; masks at 256x1600 when ``rles`` is given; ``shift`` (see
+    ``data.shifts``) applied to each image as read."""
+    dataset = SteelDataset(image_dir, image_ids, rles, Transform(scale=scale), full_masks=True,
+                           shift=shift)
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())
 
