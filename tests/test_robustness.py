@@ -209,3 +209,16 @@ def test_every_pixel_on_scores_what_the_labels_give_and_warns_below_baseline(
     assert [r["score"] for r in report["shifts"]] == pytest.approx([expected] * 2, abs=1e-12)
     assert report["below_baseline"] == ["none", "blur"] and out.count("BELOW") == 2
     assert "warning: below the all-empty baseline under shift(s): none, blur" in err
+
+
+@pytest.mark.slow
+def test_images_per_fold_scores_the_first_images_of_each_fold(tuned, capsys):
+    data, run = tuned
+    assert run_cli("robustness", "--data-dir", data, "--run-dir", run, "--shifts", "none",
+                   "--images-per-fold", 1, *INFER) == 0
+    report = json.loads((run / "reports" / "robustness.json").read_text())
+    n_folds = pd.read_csv(run / "folds.csv")["fold"].nunique()
+    assert report["images_per_fold"] == 1 and report["shifts"][0]["n_images"] == n_folds
+    assert "(first 1 images of each)" in capsys.readouterr().out
+    assert run_cli("robustness", "--data-dir", data, "--run-dir", run,
+                   "--images-per-fold", 0, *INFER) == 1

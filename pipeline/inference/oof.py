@@ -62,10 +62,11 @@ class OOFAccumulator:
 
 def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict,
             min_component: tuple[int, ...], n_overlays: int, context: distributed.Context,
-            shift=None, thresholds: tuple[float | None, ...] | None = None, label: str = "OOF"):
+            shift=None, thresholds: tuple[float | None, ...] | None = None, label: str = "OOF",
+            limit: int | None = None):
     """Every fold's best model on its own validation images -> (accumulator, examples, infos);
     ``shift`` changes the images as read, ``thresholds`` (default: the head's grid) are the
-    pixel thresholds counted."""
+    pixel thresholds counted, ``limit`` keeps the first images of each fold's validation set."""
     table, image_ids = labels.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
     rles = labels.rle_table(table, image_ids)
@@ -78,7 +79,7 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
                              f"{fold_ids[0]}: one post-processing cannot serve both")
         accumulator = accumulator or OOFAccumulator(
             ensemble.head, thresholds or tuning.default_thresholds(ensemble.head), min_component)
-        _, val_ids = folds.split_ids(split, fold)
+        val_ids = folds.split_ids(split, fold)[1][:limit]
         loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
                                      settings["batch_size"], settings["workers"], rles, shift)
         for batch in predict.iterate_probabilities(

@@ -53,9 +53,12 @@ def score_shift(accumulator: oof.OOFAccumulator, params: postprocess.PostProcess
 def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] | None = None,
                    fold_ids: list[int] | None = None, tta: str = "none", batch_size: int = 8,
                    workers: int = 2, device: str = "auto", amp: str = "auto",
-                   quiet: bool = False) -> dict:
+                   quiet: bool = False, images_per_fold: int | None = None) -> dict:
     """Every shift's OOF scores at the tuned post-processing; writes ``reports/robustness.png``
-    then ``reports/robustness.json`` and returns the JSON's dict."""
+    then ``reports/robustness.json`` and returns the JSON's dict. ``images_per_fold`` scores
+    only the first validation images of each fold (a quicker, noisier look)."""
+    if images_per_fold is not None and images_per_fold < 1:
+        raise ValueError(f"--images-per-fold {images_per_fold}: pass 1 or more")
     paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
     params = load_tuned(run)
     names = list(shifts.SHIFTS) if names is None else names
@@ -69,14 +72,16 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
     for i, name in enumerate(names, 1):
         start = time.perf_counter()
         accumulator, _, _ = oof.collect(run, paths, fold_ids, settings, params.min_component, 0,
-                                        context, shifts.SHIFTS[name], thresholds, name)
+                                        context, shifts.SHIFTS[name], thresholds, name,
+                                        images_per_fold)
         result = {"name": name, **score_shift(accumulator, params),
                   "seconds": round(time.perf_counter() - start, 2)}
         results.append(result)
         log.info("shift %d/%d %s: score %.4f, all-empty %.4f, margin %+.4f (%d images, %.1f s)",
                  i, len(names), name, result["score"], result["all_empty_baseline"],
                  result["margin"], result["n_images"], result["seconds"])
-    report = {"folds": fold_ids, "tta": tta, "postprocess": asdict(params), "shifts": results,
+    report = {"folds": fold_ids, "tta": tta, "images_per_fold": images_per_fold,
+              "postprocess": asdict(params), "shifts": results,
               "below_baseline": [r["name"] for r in results if r["below_baseline"]],
               "code_version": code_version()}
     bars(results, run.reports / "robustness.png")
@@ -89,7 +94,9 @@ def format_table(report: dict) -> str:
     header = f"{'shift':16}{'score':>9}{'all-empty':>11}{'margin':>9}{'non-empty':>11}"
     pp = report["postprocess"]
     gate = f"  presence {pp['presence']}" if any(p is not None for p in pp["presence"]) else ""
-    lines = [f"OOF folds {report['folds']}  TTA {report['tta']}  tuned thresholds "
+    first = report.get("images_per_fold")
+    part = f" (first {first} images of each)" if first else ""
+    lines = [f"OOF folds {report['folds']}{part}  TTA {report['tta']}  tuned thresholds "
              f"{pp['threshold']}  min_area {pp['min_area']}{gate}", header,
              "-" * (len(header) + 7)]
     for r in report["shifts"]:
