@@ -280,3 +280,22 @@ def test_kernel_status_reads_one_version(fake_kaggle, capsys):
     assert [r.body.get("versionLabel") for r in fake_kaggle.requests] == [None, "v2", "v1"]
     assert cli.main(["kernel-status", "--kernel", f"{KERNEL}/x"]) == 1
     assert "must be a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "is not valid JSON"),
+    ('["tester", "key"]', "lacks 'username' or 'key'"),
+    ('{"username": "tester"}', "lacks 'username' or 'key'"),
+    ('{"username": "tester", "key": 12345}', "lacks 'username' or 'key' (both text"),
+    ('{"username": " ", "key": "abc"}', "lacks 'username' or 'key'"),
+])
+def test_a_broken_kaggle_json_is_named_before_any_call(fake_kaggle, monkeypatch, content, words):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    path = Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(RuntimeError, match=words) as error:
+        run("kernel-status", "--kernel", KERNEL)
+    assert str(path) in str(error.value) and "Create New Token" in str(error.value)
+    assert fake_kaggle.requests == []

@@ -68,7 +68,12 @@ def check_credentials(warn: bool = True) -> str:
         values = json.loads(path.read_text() or "{}")
     except ValueError:
         raise RuntimeError(f"{path} is not valid JSON: {how_to_sign_in(path)}") from None
-    if not (isinstance(values, dict) and (user or values.get("username"))
-            and (key or values.get("key"))):
-        raise RuntimeError(f"{path} lacks 'username' or 'key': {how_to_sign_in(path)}")
+
+    def given(name: str, override: str | None) -> bool:
+        value = values.get(name) if isinstance(values, dict) else None
+        return bool(override) or (isinstance(value, str) and bool(value.strip()))
+
+    if not (given("username", user) and given("key", key)):
+        raise RuntimeError(f"{path} lacks 'username' or 'key' (both text, as Kaggle writes "
+                           f"them): {how_to_sign_in(path)}")
     return str(path)
