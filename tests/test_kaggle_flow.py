@@ -286,7 +286,7 @@ def test_kernel_status_reads_one_version(fake_kaggle, capsys):
     ("{not json", "is not valid JSON"),
     ('["tester", "key"]', "lacks 'username' or 'key'"),
     ('{"username": "tester"}', "lacks 'username' or 'key'"),
-    ('{"username": "tester", "key": 12345}', "lacks 'username' or 'key' (both text"),
+    ('{"username": "tester", "key": 12345}', r"lacks 'username' or 'key' \(both text"),
     ('{"username": " ", "key": "abc"}', "lacks 'username' or 'key'"),
 ])
 def test_a_broken_kaggle_json_is_named_before_any_call(fake_kaggle, monkeypatch, content, words):
