@@ -400,13 +400,13 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
     from pipeline.inference import oof
     from pipeline.inference.postprocess import PostProcess
     run = tmp_path / "run"
-    monkeypatch.setattr(oof, "_collect", lambda *a: oof_of(0))
+    monkeypatch.setattr(oof, "collect", lambda *a, **k: oof_of(0))
     oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
     files = sorted(p for p in run.rglob("*") if p.is_file())
     old = {p: p.read_bytes() for p in files}
     assert {p.name for p in files} == {"confusion_default.png", "confusion_tuned.png",
                                        "min_area.png", "cv.json", "postprocess.json"}
-    monkeypatch.setattr(oof, "_collect", lambda *a: oof_of(7))
+    monkeypatch.setattr(oof, "collect", lambda *a, **k: oof_of(7))
     real, calls = fileio.atomic_path, []
 
     @contextlib.contextmanager
