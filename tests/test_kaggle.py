@@ -98,9 +98,13 @@ def test_interrupted_download_resumes_with_a_range_request(fake_kaggle, entries,
     user = subprocess.Popen([*entry_point(), "download", "--data-dir", str(data.root)],
                             env={**os.environ, "VERBOSE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts Python + torch slowly
     while not (partial.is_file() and partial.stat().st_size) and time.monotonic() < deadline:
+        if user.poll() is not None:
+            break
         time.sleep(0.05)
+    assert user.poll() is None, user.communicate()[1].decode()[-2000:]
+    assert partial.is_file(), "no partial download after 120 s"
     user.send_signal(signal.SIGINT)  # the user gives up on a stalled network
     out, err = user.communicate(timeout=90)  # generous: CI machines can be loaded
     fake_kaggle.release.set()
