@@ -39,6 +39,8 @@ KAGGLE_DATASET ?=
 KERNEL ?=
 KERNEL_DIR ?= kernels/$(notdir $(KERNEL))
 KERNEL_VERSION ?=
+# e.g. --compile: the kernel runs torch.compile'd models
+KERNEL_ARGS ?=
 # Only for competitions that accept an uploaded file (Severstal does not).
 SUBMIT_FILE ?=
 SUBMIT_ARGS ?=
@@ -141,7 +143,7 @@ kernel: install ## build KERNEL_DIR: one offline script + kernel-metadata.json (
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
 	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
 	$(PY) -m pipeline kernel --kernel $(KERNEL) --weights-dataset $(KAGGLE_DATASET) \
-		--out-dir $(KERNEL_DIR)
+		--out-dir $(KERNEL_DIR) $(KERNEL_ARGS)
 
 push-kernel: install ## push KERNEL_DIR (from `make kernel`) to Kaggle with the internet off
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))

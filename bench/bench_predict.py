@@ -1,13 +1,21 @@
 """Predict throughput and memory on CPU.
 
-1. Throughput at 256x1600: model-only forward (pre-decoded tensors, same batches) next to the
-   end-to-end predict path (JPEG decode, ensemble, post-processing, RLE, CSV) in the same run.
-2. Peak RSS of `predict` on 100 vs 1,000 test images and of `cv` on 200 vs 1,000 training images
+1. Throughput at 256x1600 (FCN32-VGG11): model-only forward (pre-decoded tensors, same batches)
+   next to the end-to-end predict path (JPEG decode, ensemble, post-processing, RLE, CSV) in the
+   same run, eager and with ``--compile`` (channels-last, frozen weights), each as a fraction of
+   the machine's fp32 matmul-bound limit measured in the same run; the compile time is the
+   first batch's.
+2. ``--zoo``: each zoo model's compiled forward at 256x1600 with its FLOPs and an estimate of
+   its memory traffic (every convolution's output written and read once, plus the weights),
+   against the measured matmul rate and memory bandwidth: the limit that binds is the larger
+   of FLOPs / rate and bytes / bandwidth.
+3. Peak RSS of `predict` on 100 vs 1,000 test images and of `cv` on 200 vs 1,000 training images
    (separate processes, quarter resolution to keep it short: memory flatness does not depend
    on the input size).
 
-The checkpoints are freshly initialised FCN32-VGG11 models (speed and memory do not depend on
-the weights). Run: python bench/bench_predict.py [--images 32] [--rounds 3] [--skip-rss]
+The checkpoints are freshly initialised models (speed and memory do not depend on the
+weights). glibc is asked to keep freed memory, as ``bench_model_cpu.py`` explains.
+Run: python bench/bench_predict.py [--images 32] [--rounds 3] [--zoo] [--skip-rss]
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from pathlib import Path
 
 import torch
 
+from bench_model_cpu import keep_freed_memory, matmul_gflops
 from pipeline import checkpoint, cli, distributed
-from pipeline.config import TrainConfig
+from pipeline.config import HEIGHT, WIDTH, TrainConfig
 from pipeline.data import synthetic
 from pipeline.data.dataset import SteelDataset, Transform
 from pipeline.inference import postprocess, predict, submission
-from pipeline.models.registry import build_model, model_info
+from pipeline.models import forward
+from pipeline.models.registry import MODELS, build_model, forward_flops, model_info
 
 
 def fake_checkpoint(path: Path, scale: float, fold: int = 0,
@@ -42,25 +52,28 @@ def fake_checkpoint(path: Path, scale: float, fold: int = 0,
                            "config": cfg.as_dict(), "epoch": 0, "fold": fold, "metrics": {}})
 
 
-def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds: int) -> dict:
+def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds: int,
+               compile_models: bool) -> dict:
     """Model-only vs end-to-end images/s at 256x1600 on the same images, best of rounds."""
-    synthetic.write_dataset(root / "data", n_train=1, n_test=n_images, seed=0, quiet=True)
+    if not (root / "data").is_dir():
+        synthetic.write_dataset(root / "data", n_train=1, n_test=n_images, seed=0, quiet=True)
     ckpt = root / "run" / "checkpoints" / "fold0" / "best.pt"
-    fake_checkpoint(ckpt, scale=1.0)
+    if not ckpt.is_file():
+        fake_checkpoint(ckpt, scale=1.0)
     device = torch.device("cpu")
-    ensemble = predict.load_models([ckpt], device)
+    ensemble = predict.load_models([ckpt], device, compile_models=compile_models)
     sample = submission.read_sample(root / "data" / "sample_submission.csv")
     dataset = SteelDataset(root / "data" / "test_images", sample.image_ids, None,
                            Transform(), full_masks=True)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))]).float().div_(255)
     params = postprocess.PostProcess(threshold=0.5, min_area=600)
+    runner = ensemble.runners[0]
 
     def model_only() -> float:
         start = time.perf_counter()
-        model = ensemble.models[0]
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
-                model(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+                runner(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
         return time.perf_counter() - start
 
     def end_to_end() -> float:
@@ -71,13 +84,95 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
         submission.write(submission.build(sample, rles), root / "submission.csv")
         return time.perf_counter() - start
 
-    model_only()  # warm-up
+    start = time.perf_counter()
+    with torch.inference_mode():
+        runner(images[:batch_size].contiguous(memory_format=torch.channels_last))
+    first_batch = time.perf_counter() - start
     pairs = [(model_only(), end_to_end()) for _ in range(rounds)]
     best_model, best_e2e = min(p[0] for p in pairs), min(p[1] for p in pairs)
     return {"images": n_images, "batch": batch_size, "workers": workers, "rounds": rounds,
+            "compiled": compile_models, "first_batch_s": first_batch,
             "model_only_img_s": n_images / best_model, "end_to_end_img_s": n_images / best_e2e,
             "overhead_pct": 100 * (best_e2e / best_model - 1),
             "overhead_pct_per_round": [100 * (e / m - 1) for m, e in pairs]}
+
+
+def break_even(eager: dict, compiled: dict) -> float | None:
+    """Images after which compiling has paid for itself end to end (None: it never does):
+    the compiled first batch's extra seconds over the per-image time it saves."""
+    extra = compiled["first_batch_s"] - eager["first_batch_s"]
+    saved = 1 / eager["end_to_end_img_s"] - 1 / compiled["end_to_end_img_s"]
+    return extra / saved if saved > 0 else None
+
+
+def break_even_line(eager: dict, compiled: dict, images: float | None) -> str:
+    extra = compiled["first_batch_s"] - eager["first_batch_s"]
+    saved = 1 / eager["end_to_end_img_s"] - 1 / compiled["end_to_end_img_s"]
+    pays = (f"pays back after {images:.0f} images" if images is not None
+            else "never pays back")
+    return (f"compile: +{extra:.1f} s on the first batch, {1e3 * saved:+.0f} ms per image "
+            f"end to end: {pays} per model pass")
+
+
+def memory_bandwidth(repeats: int = 5, mib: int = 512) -> float:
+    """Best GB/s of copying a ``mib`` MiB float tensor (read + write counted)."""
+    source = torch.rand(mib * 2**20 // 4)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() * 4 / best / 1e9
+
+
+def traffic_bytes(model: torch.nn.Module, height: int, width: int) -> int:
+    """Estimated bytes a forward moves: each convolution's output written and read once, plus
+    the weights read once (counted on the meta device)."""
+    total = [sum(p.numel() * 4 for p in model.parameters())]
+
+    def hook(_module, _inputs, output) -> None:
+        total[0] += 2 * output.numel() * 4
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.device("meta"):
+        model.to("meta")(torch.empty(1, 3, height, width))
+    for handle in handles:
+        handle.remove()
+    return total[0]
+
+
+def zoo_rates(batch: int, repeats: int, peak_gflops: float, bandwidth: float) -> list[dict]:
+    """Compiled forward images/s of every zoo model at 256x1600 and the limit that binds."""
+    rows = []
+    for name in MODELS:
+        if name == "fcn32_vgg11":
+            continue
+        torch.manual_seed(0)
+        model = build_model(name, background_prior=0.99).eval()
+        model = model.to(memory_format=torch.channels_last)
+        runner = forward.compile_for_inference(model)
+        images = torch.rand(batch, 3, HEIGHT, WIDTH).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            runner(images)
+            compile_s = time.perf_counter() - start
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                runner(images)
+                best = min(best, time.perf_counter() - start)
+        rate = batch / best
+        flops = forward_flops(HEIGHT, WIDTH, name)
+        traffic = traffic_bytes(build_model(name), HEIGHT, WIDTH)
+        flop_s, memory_s = flops / (peak_gflops * 1e9), traffic / (bandwidth * 1e9)
+        binds = "memory" if memory_s > flop_s else "compute"
+        rows.append({"model": name, "images_per_s": rate, "gflop": flops / 1e9,
+                     "traffic_gb": traffic / 1e9, "binds": binds, "compile_s": compile_s,
+                     "fraction_of_limit": max(flop_s, memory_s) * rate})
+        torch._dynamo.reset()
+    return rows
 
 
 def child_peak_rss(code: str) -> float:
@@ -120,26 +215,61 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="test images at 256x1600")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="loader workers of the end-to-end path (default 0: on 2 cores a "
+                        "worker takes compute from the model)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating model-only / end-to-end rounds; best of each")
+    parser.add_argument("--no-eager", action="store_true", help="compiled rows only")
+    parser.add_argument("--zoo", action="store_true", help="also every zoo model's forward")
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
+    if args.images % args.batch_size:
+        parser.error("--images must be a multiple of --batch-size (one input shape)")
+    tuned = keep_freed_memory()
+    gflop = forward_flops(HEIGHT, WIDTH) / 1e9
+    peak_start = matmul_gflops(3)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        result = throughput(Path(tmp), args.images, args.batch_size, args.workers,
-                            args.rounds)
-        print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, "
-              f"{args.images} images at 256x1600")
-        print(f"model-only forward   {result['model_only_img_s']:.3f} images/s")
-        print(f"end-to-end predict   {result['end_to_end_img_s']:.3f} images/s "
-              f"(overhead {result['overhead_pct']:+.1f}% best vs best; per round "
-              + ", ".join(f"{v:+.1f}%" for v in result["overhead_pct_per_round"]) + ")")
+        for compiled in ([] if args.no_eager else [False]) + [True]:
+            key = "compiled" if compiled else "eager"
+            results[key] = throughput(Path(tmp), args.images, args.batch_size, args.workers,
+                                      args.rounds, compiled)
+        peak = max(peak_start, matmul_gflops(3))   # a busy neighbour lowers it, never raises
+        print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.images} "
+              f"images at 256x1600, {args.workers} loader workers, malloc "
+              f"{'keeps freed memory' if tuned else 'default'}")
+        print(f"fp32 matmul {peak:.0f} GFLOP/s; FCN32-VGG11 {gflop:.1f} GFLOP per image: limit "
+              f"{peak / gflop:.2f} images/s")
+        for key, result in results.items():
+            model, e2e = result["model_only_img_s"], result["end_to_end_img_s"]
+            print(f"{key:9} model-only {model:.3f} images/s ({model * gflop / peak:.2f} of the "
+                  f"limit); end-to-end {e2e:.3f} images/s ({e2e * gflop / peak:.2f}), overhead "
+                  f"{result['overhead_pct']:+.1f}% best vs best (rounds "
+                  + ", ".join(f"{v:+.1f}%" for v in result["overhead_pct_per_round"])
+                  + f"); first batch {result['first_batch_s']:.1f} s")
+            result["fraction_of_limit"] = model * gflop / peak
+        if "eager" in results:
+            results["break_even_images"] = break_even(results["eager"], results["compiled"])
+            print(break_even_line(results["eager"], results["compiled"],
+                                  results["break_even_images"]))
+        results["matmul_gflops"], results["gflop_per_image"] = peak, gflop
+        if args.zoo:
+            bandwidth = memory_bandwidth()
+            results["bandwidth_gb_s"] = bandwidth
+            results["zoo"] = zoo_rates(2, args.rounds, peak, bandwidth)
+            print(f"memory bandwidth (copy) {bandwidth:.1f} GB/s; zoo, compiled, batch 2")
+            for row in results["zoo"]:
+                print(f"  {row['model']:10} {row['images_per_s']:6.2f} images/s  "
+                      f"{row['gflop']:5.1f} GFLOP  {row['traffic_gb']:5.2f} GB  "
+                      f"{row['binds']}-bound, {row['fraction_of_limit']:.2f} of that limit "
+                      f"(compile {row['compile_s']:.0f} s)")
         if not args.skip_rss:
-            result.update(memory(Path(tmp)))
-            for key, value in result.items():
+            results.update(memory(Path(tmp)))
+            for key, value in results.items():
                 if key.endswith("_mib"):
                     print(f"peak RSS {key[:-4]:<14} {value:8.0f} MiB")
-        print(json.dumps(result))
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":

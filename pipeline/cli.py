@@ -74,7 +74,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     report = oof.run_cv(args.run_dir, args.data_dir, fold_ids, tta=args.tta,
                         batch_size=args.batch_size, workers=args.workers,
                         min_component=args.min_component, device=args.device, amp=args.amp,
-                        quiet=args.quiet)
+                        quiet=args.quiet, compile_models=args.compile, decode=args.decode)
     print(reports.format_report(report))
     print(f"wrote {run.reports / 'cv.json'}, {run.postprocess_json} and pictures in {run.reports}")
     return 0
@@ -90,7 +90,8 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     report = robustness.run_robustness(args.run_dir, args.data_dir, names, fold_ids,
                                        tta=args.tta, batch_size=args.batch_size,
                                        workers=args.workers, device=args.device, amp=args.amp,
-                                       quiet=args.quiet, images_per_fold=args.images_per_fold)
+                                       quiet=args.quiet, images_per_fold=args.images_per_fold,
+                                       compile_models=args.compile, decode=args.decode)
     print(robustness.format_table(report))
     if report["below_baseline"]:
         log.warning("below the all-empty baseline under shift(s): %s",
@@ -110,12 +111,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     checkpoints = ([Path(p) for p in args.checkpoints] if args.checkpoints
                    else run.find_checkpoints())
     context = distributed.setup(args.device)
-    ensemble = predict.load_models(checkpoints, context.device)
+    ensemble = predict.load_models(checkpoints, context.device, compile_models=args.compile)
     params = _postprocess(args, run, ensemble.head)
     written = predict.write_submission(ensemble, paths.test_images, sample, params, context,
                                        Path(args.out), batch_size=args.batch_size,
                                        workers=args.workers, tta=args.tta, amp=args.amp,
-                                       quiet=args.quiet)
+                                       quiet=args.quiet, decode=args.decode)
     if written:
         rles, table = written
         n_defects = sum(bool(r) for image_rles in rles.values() for r in image_rles)
@@ -217,7 +218,7 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
     api.check_ref(args.kernel, "--kernel", "kernel")
     out_dir = Path(args.out_dir or Path("kernels") / args.kernel.split("/")[1])
     script = pack.build(out_dir, args.kernel, args.title, args.weights_dataset,
-                        config.code_version())
+                        config.code_version(), compile_models=args.compile)
     print(f"wrote {script} ({script.stat().st_size / 1024:.0f} KiB) and "
           f"{out_dir / 'kernel-metadata.json'}")
     return 0

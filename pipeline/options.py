@@ -10,6 +10,7 @@ import types
 import typing
 
 from pipeline import config
+from pipeline.data.images import DECODES
 from pipeline.models.forward import AMP_MODES
 
 
@@ -37,16 +38,20 @@ def default_workers() -> int:
 
 
 def add_inference_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``cv`` and ``predict``: TTA, batch size, workers, device, AMP, quiet."""
+    """Flags shared by ``cv``, ``predict`` and ``robustness``."""
     parser.add_argument("--tta", default="none", choices=["none", "hflip", "hvflip"],
                         help="flip test-time augmentation (default: none)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="DataLoader worker processes (default: cores - 2, at most 4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
-                        "(default: auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--amp", default="auto", choices=AMP_MODES,
                         help="mixed precision on CUDA (default: auto: bf16 where fast, else fp16)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models: pays "
+                        "back its compile time (~10-60 s per model) on long runs only")
+    parser.add_argument("--decode", default="scaled", choices=DECODES, help="scaled: JPEGs "
+                        "decoded at 1/2, 1/4 or 1/8 size where the input scale allows; full: "
+                        "at 256x1600, then resized (default: scaled)")
     add_quiet(parser)
 
 
@@ -272,6 +277,7 @@ def _kaggle_commands(commands: argparse._SubParsersAction) -> None:
                         help="kernel title; must slugify to the slug (default made from it)")
     kernel.add_argument("--out-dir", default=None,
                         help="the kernel folder to write (default kernels/<slug>)")
+    kernel.add_argument("--compile", action="store_true", help="torch.compile the kernel's models")
 
     push = commands.add_parser("push-kernel", help="push a built kernel (internet off)")
     push.add_argument("--kernel-dir", required=True, help="holds kernel-metadata.json + script")

@@ -1,11 +1,14 @@
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.data import images, rle
 from pipeline.data import labels as label_io
+from pipeline.data.dataset import SteelDataset, Transform
 from pipeline.config import CLASS_IDS, DataPaths
 
 
@@ -101,3 +104,55 @@ def test_read_image_errors(tmp_path, real_sample):
         images.read_image(corrupt)
     with pytest.raises(ValueError, match="expected 800x256"):
         images.read_image(real_sample / "train_images" / "0a1cade03.jpg", shape=(256, 800))
+
+
+@pytest.mark.parametrize("scale, reduction", [(1.0, 1), (2.0, 1), (0.75, 1), (0.5, 2),
+                                              (0.3, 2), (0.25, 4), (0.125, 8), (0.05, 8)])
+def test_the_decode_reduction_never_goes_below_the_scale(scale, reduction):
+    assert images.reduction_for(scale) == reduction
+
+
+@pytest.mark.parametrize("reduce", [2, 4, 8])
+def test_scaled_decode_matches_decode_then_area_resize(real_sample, reduce):
+    for path in sorted((real_sample / "train_images").glob("*.jpg")):
+        reduced = images.read_image(path, reduce=reduce)
+        size = (256 // reduce, 1600 // reduce)
+        resized = images.resize(images.read_image(path), size)
+        assert reduced.shape == resized.shape == size + (3,) and reduced.dtype == np.uint8
+        diff = np.abs(reduced.astype(int) - resized.astype(int))
+        assert diff.mean() < 0.5 and diff.max() <= 8, (path.name, diff.mean(), diff.max())
+
+
+def test_scaled_decode_checks_the_size_in_the_header(tmp_path, real_sample):
+    image = images.read_image(real_sample / "train_images" / "0a1cade03.jpg")
+    # 255x1599 decodes to 128x800 at 1/2, as 256x1600 does: only the header tells them apart.
+    almost = tmp_path / "almost.jpg"
+    almost.write_bytes(cv2.imencode(".jpg", image[:255, :1599])[1].tobytes())
+    with pytest.raises(ValueError, match=r"almost\.jpg is 1599x255, expected 1600x256"):
+        images.read_image(almost, reduce=2)
+    png = tmp_path / "png.jpg"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(ValueError, match=r"png\.jpg cannot be decoded"):
+        images.read_image(png, reduce=4)
+    with pytest.raises(ValueError, match="valid reductions are"):
+        images.read_image(real_sample / "train_images" / "0a1cade03.jpg", reduce=3)
+
+
+def test_datasets_decode_scaled_unless_a_shift_needs_the_full_image(real_layout):
+    paths = real_layout
+    table, ids = label_io.load_train(paths)
+    rles = label_io.rle_table(table, ids)
+    scaled = SteelDataset(paths.train_images, ids, rles, Transform(scale=0.25), full_masks=True)
+    full = SteelDataset(paths.train_images, ids, rles, Transform(scale=0.25, decode="full"),
+                        full_masks=True)
+    a, b = scaled[0], full[0]
+    assert a["image"].shape == b["image"].shape == (3, 64, 400)
+    assert (a["image"].int() - b["image"].int()).abs().float().mean() < 0.5
+    assert torch.equal(a["masks"], b["masks"]) and a["masks"].shape == (4, 256, 1600)
+    seen = []
+    shifted = SteelDataset(paths.train_images, ids, rles, Transform(scale=0.25),
+                           full_masks=True, shift=lambda image, _: seen.append(image.shape)
+                           or image)
+    assert shifted[0]["image"].shape == (3, 64, 400) and seen == [(256, 1600, 3)]
+    with pytest.raises(ValueError, match="decode 'fast' is not valid"):
+        Transform(scale=0.5, decode="fast")

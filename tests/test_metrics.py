@@ -57,3 +57,18 @@ def test_all_empty_baseline_matches_scoring_empty_prediction():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="must both be"):
         metrics.dice(masks(1, 0), masks(1, 0, 0))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 17, 40), (0, 4, 8, 8), (1, 1, 1, 1)])
+def test_plane_counts_match_a_reduction_for_arrays_tensors_and_slices(shape):
+    torch = pytest.importorskip("torch")
+    masks = torch.rand(shape, generator=torch.Generator().manual_seed(0)) > 0.6
+    want = torch.count_nonzero(masks, dim=(2, 3))
+    got = metrics.plane_counts(masks)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
+    assert torch.equal(got, want)
+    assert np.array_equal(metrics.plane_counts(masks.numpy()), want.numpy())
+    sliced = masks[:, ::2, :, 1:]  # not contiguous
+    assert torch.equal(metrics.plane_counts(sliced), torch.count_nonzero(sliced, dim=(2, 3)))
+    as_uint8 = masks.to(torch.uint8) * 3
+    assert torch.equal(metrics.plane_counts(as_uint8), want)

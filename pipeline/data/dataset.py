@@ -15,22 +15,32 @@ from torch.utils.data import Dataset, default_collate
 
 from pipeline.config import HEIGHT, WIDTH
 from pipeline.data import augment, images, labels
+from pipeline.stages import stage
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
 class Transform:
     """Resize by ``scale``, then (training) a random ``crop``, horizontal/vertical flips and the
-    rest of an ``augment`` preset (``data.augment``)."""
+    rest of an ``augment`` preset (``data.augment``).
+
+    ``decode``: "scaled" decodes the JPEG at 1/2, 1/4 or 1/8 size when ``scale`` allows it
+    (``images.reduction_for``) and resizes from there; "full" decodes at 256x1600 first.
+    """
 
     scale: float = 1.0
     crop: tuple[int, int] | None = None   # (height, width) after scaling
     flips: bool = False
     augment: str = "none"
+    decode: str = "scaled"
 
     def __post_init__(self) -> None:
         augment.build(self.augment)  # ValueError for an unknown preset
+        if self.decode not in images.DECODES:
+            raise ValueError(f"decode {self.decode!r} is not valid; "
+                             f"valid: {', '.join(images.DECODES)}")
         if not 0.0 < self.scale <= 4.0:
             raise ValueError(f"--scale {self.scale} must be in (0, 4]")
         size = self.input_size()
@@ -42,6 +52,10 @@ class Transform:
     def input_size(self) -> tuple[int, int]:
         """The (height, width) the model sees for a full image."""
         return round(HEIGHT * self.scale), round(WIDTH * self.scale)
+
+    def reduction(self) -> int:
+        """The JPEG decode reduction (1: full size)."""
+        return images.reduction_for(self.scale) if self.decode == "scaled" else 1
 
 
 class SteelDataset(Dataset):
@@ -78,15 +92,30 @@ class SteelDataset(Dataset):
     def __getitem__(self, index: int) -> dict | None:
         image_id = self.image_ids[index]
         try:
-            image = images.read_image(self.image_dir / image_id)
+            # A shift changes the full-size image as read, so it gets one.
+            reduce = 1 if self.shift is not None else self.transform.reduction()
+            with stage("decode"):
+                image = images.read_image(self.image_dir / image_id, reduce=reduce)
         except (FileNotFoundError, ValueError) as error:
             if not self.skip_bad_images:
                 raise
             log.warning("skipped: %s", error)
             return None
         if self.shift is not None:
-            image = self.shift(image, image_id)
-        masks = self._masks(image_id)
+            with stage("augment"):
+                image = self.shift(image, image_id)
+        with stage("masks"):
+            masks = self._masks(image_id)
+        with stage("resize"):
+            item = self._geometry(image, masks, image_id)
+        if self.augment is not None:  # training only, where there are masks
+            with stage("augment"):
+                item["image"], item["masks"] = augment.apply(self.augment, item["image"],
+                                                             item["masks"])
+        return item
+
+    def _geometry(self, image: np.ndarray, masks: np.ndarray, image_id: str) -> dict:
+        """Scale, then (training) the random crop and flips: the item's tensors."""
         t = self.transform
         image = images.resize(image, t.input_size())
         if not self.full_masks and self.rles is not None:
@@ -106,9 +135,6 @@ class SteelDataset(Dataset):
                 "image_id": image_id}
         if self.rles is not None:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
-        if self.augment is not None:  # training only, where there are masks
-            item["image"], item["masks"] = augment.apply(self.augment, item["image"],
-                                                         item["masks"])
         return item
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -107,10 +108,15 @@ def rle_table(labels: pd.DataFrame, image_ids: list[str]) -> pd.DataFrame:
 
 
 def masks_from_rles(rles: list[str], shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
-    """The ``(4, H, W)`` uint8 masks of an image from its 4 class RLE strings."""
+    """The ``(4, H, W)`` uint8 C-contiguous masks of an image from its 4 class RLE strings."""
     if len(rles) != N_CLASSES:
         raise ValueError(f"expected {N_CLASSES} RLE strings (classes 1..4), got {len(rles)}")
-    return np.stack([rle.decode(encoded, shape) for encoded in rles])
+    masks = np.empty((N_CLASSES, *shape), dtype=np.uint8)
+    for plane, encoded in zip(masks, rles):
+        # decode gives a view of a column-major buffer: OpenCV's transpose makes it row-major
+        # 10x faster than numpy's strided copy.
+        cv2.transpose(rle.decode(encoded, shape).T, plane)
+    return masks
 
 
 def label_map(masks: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

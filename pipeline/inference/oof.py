@@ -17,6 +17,7 @@ from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolv
     resolve_run_dir
 from pipeline.data import folds, images, labels
 from pipeline.inference import postprocess, predict, reports, tuning
+from pipeline.stages import stage
 
 
 class OOFAccumulator:
@@ -42,10 +43,13 @@ class OOFAccumulator:
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
         for k, threshold in enumerate(self.thresholds):
-            pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
-            for c in range(N_CLASSES):
-                pred[:, c] = postprocess.remove_small_components(pred[:, c], self.min_component[c])
-            counts[:, k] = torch.stack(metrics.pair_counts(pred, truth), dim=-1).cpu()
+            with stage("postprocess"):
+                pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
+                for c in range(N_CLASSES):
+                    pred[:, c] = postprocess.remove_small_components(pred[:, c],
+                                                                     self.min_component[c])
+            with stage("metric"):
+                counts[:, k] = torch.stack(metrics.pair_counts(pred, truth), dim=-1).cpu()
         self.image_ids.extend(image_ids)
         self._counts.append(counts.numpy())
 
@@ -63,16 +67,22 @@ class OOFAccumulator:
 def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict,
             min_component: tuple[int, ...], n_overlays: int, context: distributed.Context,
             shift=None, thresholds: tuple[float | None, ...] | None = None, label: str = "OOF",
-            limit: int | None = None):
+            limit: int | None = None, loaded: dict | None = None, lines: bool = True):
     """Every fold's best model on its own validation images -> (accumulator, examples, infos);
     ``shift`` changes the images as read, ``thresholds`` (default: the head's grid) are the
-    pixel thresholds counted, ``limit`` keeps the first images of each fold's validation set."""
+    pixel thresholds counted, ``limit`` keeps the first images of each fold's validation set;
+    ``loaded``: a dict of models already loaded by checkpoint path, filled as they load (for
+    callers that go over the same folds several times); ``lines``: one log line per fold."""
+    loaded = {} if loaded is None else loaded
     table, image_ids = labels.load_train(paths)
     split = folds.read_folds(run.folds_csv, image_ids)
     rles = labels.rle_table(table, image_ids)
     accumulator, examples, infos = None, [], []
     for fold, path in zip(fold_ids, run.find_checkpoints(fold_ids)):
-        ensemble = predict.load_models([path], context.device)
+        if path not in loaded:
+            loaded[path] = predict.load_models([path], context.device,
+                                               compile_models=settings.get("compile", False))
+        ensemble = loaded[path]
         infos.append(ensemble.infos[0].as_dict())
         if infos[0]["head"] != infos[-1]["head"] or infos[0]["gate"] != infos[-1]["gate"]:
             raise ValueError(f"{path}: fold {fold} has another head or gate than fold "
@@ -81,10 +91,11 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
             ensemble.head, thresholds or tuning.default_thresholds(ensemble.head), min_component)
         val_ids = folds.split_ids(split, fold)[1][:limit]
         loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
-                                     settings["batch_size"], settings["workers"], rles, shift)
+                                     settings["batch_size"], settings["workers"], rles, shift,
+                                     settings.get("decode", "scaled"))
         for batch in predict.iterate_probabilities(
                 ensemble, loader, context.device, settings["tta"], settings["amp"],
-                settings["quiet"], desc=f"{label} fold {fold}"):
+                settings["quiet"], desc=f"{label} fold {fold}", line=lines):
             accumulator.add(batch.image_ids, batch.probs, batch.masks, batch.presence)
             for i in np.flatnonzero(batch.masks.flatten(1).any(dim=1).cpu().numpy()):
                 if len(examples) < n_overlays:
@@ -97,7 +108,8 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
 def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None = None,
            tta: str = "none", batch_size: int = 8, workers: int = 2,
            min_component: tuple[int, ...] = (0,) * N_CLASSES, n_overlays: int = 4,
-           device: str = "auto", amp: str = "auto", quiet: bool = False) -> dict:
+           device: str = "auto", amp: str = "auto", quiet: bool = False,
+           compile_models: bool = False, decode: str = "scaled") -> dict:
     """OOF predictions of every fold's best model, tuning, reports; returns the cv.json dict.
 
     Writes the pictures, then ``reports/cv.json``, then ``postprocess.json`` (each atomically).
@@ -107,20 +119,21 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
     context = distributed.setup(device)
     settings = {"tta": tta, "batch_size": batch_size, "workers": workers, "amp": amp,
-                "quiet": quiet}
+                "quiet": quiet, "compile": compile_models, "decode": decode}
     accumulator, examples, infos = collect(run, paths, fold_ids, settings, min_component,
                                            n_overlays, context)
     counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
     presence = accumulator.presence()
     gates = tuning.PRESENCE if presence is not None else (None,)
-    chosen = tuning.tune(counts, tuning.MIN_AREAS, presence, gates)
-    # Default: the model's own decision (argmax or 0.5, and a gate's 0.5), nothing tuned.
-    k_default = thresholds.index(None if head == "softmax" else 0.5)
-    gate_default = (None if presence is None else 0.5,) * N_CLASSES
-    default = tuning.scores_at(counts, (k_default,) * N_CLASSES, (0,) * N_CLASSES, presence,
-                               gate_default)
-    tuned = tuning.scores_at(counts, chosen.threshold_index, chosen.min_area, presence,
-                             chosen.presence)
+    with stage("search"):
+        chosen = tuning.tune(counts, tuning.MIN_AREAS, presence, gates)
+        # Default: the model's own decision (argmax or 0.5, and a gate's 0.5), nothing tuned.
+        k_default = thresholds.index(None if head == "softmax" else 0.5)
+        gate_default = (None if presence is None else 0.5,) * N_CLASSES
+        default = tuning.scores_at(counts, (k_default,) * N_CLASSES, (0,) * N_CLASSES,
+                                   presence, gate_default)
+        tuned = tuning.scores_at(counts, chosen.threshold_index, chosen.min_area, presence,
+                                 chosen.presence)
     params = postprocess.PostProcess(head=head, min_area=chosen.min_area,
                                      threshold=[thresholds[k] for k in chosen.threshold_index],
                                      min_component=min_component, presence=chosen.presence)
@@ -132,8 +145,9 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
               "code_version": code_version()}
     # The settings go last: a kill leaves at worst a new report beside the old settings,
     # never new settings beside an old report (pictures, then cv.json, then postprocess.json).
-    _pictures(run, paths, default, tuned, chosen.curves(tuning.MIN_AREAS, gates), params,
-              examples)
+    with stage("plots"):
+        _pictures(run, paths, default, tuned, chosen.curves(tuning.MIN_AREAS, gates), params,
+                  examples)
     fileio.write_json(run.reports / "cv.json", report)
     params.save(run.postprocess_json)
     return report

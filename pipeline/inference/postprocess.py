@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline import fileio
+from pipeline import fileio, metrics
 from pipeline.config import N_CLASSES, Head
 from pipeline.models.forward import default_masks
 
@@ -173,7 +173,7 @@ def class_masks(probs: torch.Tensor, params: PostProcess,
     masks = pixel_masks(probs, params.head, params.threshold)
     for c in range(N_CLASSES):
         masks[:, c] = remove_small_components(masks[:, c], params.min_component[c])
-    area = torch.count_nonzero(masks, dim=(2, 3))
+    area = metrics.plane_counts(masks)
     keep = area >= torch.as_tensor(least_area(params.min_area), device=masks.device)
     keep = keep & gate_open(presence, params.presence)
     return masks & keep[:, :, None, None]

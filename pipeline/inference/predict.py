@@ -8,6 +8,8 @@ gets them resized to its own on the device.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_inp
 from pipeline.inference import postprocess, submission
 from pipeline.models import forward
 from pipeline.models.registry import ModelInfo, model_info, rebuild
+from pipeline.stages import stage
+
+log = logging.getLogger(__name__)
 
 TTA_MODES = {"none": ((),), "hflip": ((), (3,)), "hvflip": ((), (3,), (2,), (2, 3))}
 
@@ -42,9 +47,20 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class Ensemble:
-    """Eval-mode models of one head, each with the ``ModelInfo`` of its checkpoint."""
+    """Eval-mode models of one head, each with the ``ModelInfo`` of its checkpoint; ``runners``
+    are what runs them (the models, or their ``torch.compile``d forms)."""
 
     models: tuple[torch.nn.Module, ...]
+    runners: tuple = ()
+
+    def __post_init__(self) -> None:
+        if not self.runners:
+            object.__setattr__(self, "runners", self.models)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the models run compiled (fixed input shapes: batches are padded)."""
+        return self.runners is not self.models
 
     @property
     def infos(self) -> tuple[ModelInfo, ...]:
@@ -68,14 +84,17 @@ class Ensemble:
         return len(self.models)
 
 
-def load_models(paths: list[Path], device: torch.device,
-                channels_last: bool = True) -> Ensemble:
-    """The ensemble of the checkpoints, refusing models of different heads or gates."""
+def load_models(paths: list[Path], device: torch.device, channels_last: bool = True,
+                compile_models: bool = False) -> Ensemble:
+    """The ensemble of the checkpoints, refusing models of different heads or gates;
+    ``compile_models``: run them through ``forward.compile_for_inference`` (compiled at the
+    first batch)."""
     if not paths:
         raise ValueError("no checkpoints given: train first or pass --checkpoints")
     models, first = [], None
     for path in paths:
-        model = rebuild(checkpoint.load(path), path)
+        with stage("load"):
+            model = rebuild(checkpoint.load(path), path)
         info = model_info(model)
         first = first or (path, info)
         if (info.head, info.n_outputs) != (first[1].head, first[1].n_outputs):
@@ -91,7 +110,9 @@ def load_models(paths: list[Path], device: torch.device,
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         models.append(model)
-    return Ensemble(tuple(models))
+    if not compile_models:
+        return Ensemble(tuple(models))
+    return Ensemble(tuple(models), tuple(forward.compile_for_inference(m) for m in models))
 
 
 def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
@@ -115,15 +136,19 @@ def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = 
     if tta not in TTA_MODES:
         raise ValueError(f"unknown --tta {tta!r}; valid: {sorted(TTA_MODES)}")
     total, present = None, None
-    for model, info in zip(ensemble.models, ensemble.infos):
-        inputs = model_input(images, info)
+    for model, info in zip(ensemble.runners, ensemble.infos):
+        with stage("resize"):
+            inputs = model_input(images, info)
         for dims in TTA_MODES[tta]:
             flipped = inputs.flip(dims) if dims else inputs
-            with forward.autocast(amp, images.device):
+            with forward.autocast(amp, images.device), stage("forward"):
                 logits, presence = forward.forward_padded(model, flipped, info.stride)
-            probs = forward.probabilities(forward.upsample(logits, (HEIGHT, WIDTH)), info.head)
-            probs = probs.flip(dims) if dims else probs
-            total = probs if total is None else total.add_(probs)
+            with stage("upsample"):
+                logits = forward.upsample(logits, (HEIGHT, WIDTH))
+            with stage("probabilities"):
+                probs = forward.probabilities(logits, info.head)
+                probs = probs.flip(dims) if dims else probs
+                total = probs if total is None else total.add_(probs)
             if presence is not None:
                 presence = presence.float().sigmoid()
                 present = presence if present is None else present.add_(presence)
@@ -133,21 +158,35 @@ def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = 
 
 def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.device,
                           tta: str = "none", amp: str = "auto", quiet: bool = False,
-                          desc: str = "predict") -> Iterator[Batch]:
-    """Yield a ``Batch`` of ids, probabilities, presence and true masks per loader batch."""
+                          desc: str = "predict", line: bool = True) -> Iterator[Batch]:
+    """Yield a ``Batch`` of ids, probabilities, presence and true masks per loader batch; at
+    the end (``line``) log one line: images, seconds, images/s and the first batch's time
+    (which includes compiling a compiled ensemble)."""
+    start, first, n_images = time.perf_counter(), None, 0
     for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet or None):
         images = to_model_input(batch["image"], device)
+        n = len(images)
+        if ensemble.compiled and n < loader.batch_size:  # one input shape: no recompilation
+            images = torch.cat([images, images[-1:].expand(loader.batch_size - n, -1, -1, -1)])
         probs, presence = ensemble_probabilities(ensemble, images, tta, amp)
+        probs, presence = probs[:n], None if presence is None else presence[:n]
         masks = batch["masks"].to(device) if "masks" in batch else None
+        first = time.perf_counter() - start if first is None else first
+        n_images += n
         yield Batch(batch["image_id"], probs, presence, masks)
+    seconds = time.perf_counter() - start
+    if line and n_images:
+        log.info("%s: %d images in %.1f s (%.2f images/s; first batch %.1f s%s)", desc,
+                 n_images, seconds, n_images / seconds, first,
+                 ", compiling included" if ensemble.compiled else "")
 
 
 def make_loader(image_dir: Path, image_ids: list[str], scale: float, batch_size: int,
-                workers: int, rles=None, shift=None) -> DataLoader:
+                workers: int, rles=None, shift=None, decode: str = "scaled") -> DataLoader:
     """Full images at ``scale``; masks at 256x1600 when ``rles`` is given; ``shift`` (see
-    ``data.shifts``) applied to each image as read."""
-    dataset = SteelDataset(image_dir, image_ids, rles, Transform(scale=scale), full_masks=True,
-                           shift=shift)
+    ``data.shifts``) applied to each image as read; ``decode``: see ``Transform``."""
+    dataset = SteelDataset(image_dir, image_ids, rles, Transform(scale=scale, decode=decode),
+                           full_masks=True, shift=shift)
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())
 
@@ -155,34 +194,38 @@ def make_loader(image_dir: Path, image_ids: list[str], scale: float, batch_size:
 def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
                  params: postprocess.PostProcess, context: distributed.Context,
                  batch_size: int = 8, workers: int = 2, tta: str = "none", amp: str = "auto",
-                 quiet: bool = False) -> dict[str, list[str]]:
+                 quiet: bool = False, decode: str = "scaled") -> dict[str, list[str]]:
     """``{image_id: [rle of class 1..4]}`` for this rank's share of the images."""
     if params.head != ensemble.head:
         raise ValueError(f"post-processing is for the {params.head} head but the checkpoints "
                          f"have the {ensemble.head} head: rerun `make cv` for these checkpoints")
     mine = image_ids[context.rank::context.world_size]
-    loader = make_loader(image_dir, mine, ensemble.input_scale, batch_size, workers)
+    loader = make_loader(image_dir, mine, ensemble.input_scale, batch_size, workers,
+                         decode=decode)
     out: dict[str, list[str]] = {}
     for batch in iterate_probabilities(ensemble, loader, context.device, tta, amp,
                                        quiet or not context.is_main):
-        masks = postprocess.class_masks(batch.probs, params, batch.presence).cpu().numpy()
-        for image_id, image_masks in zip(batch.image_ids, masks):
-            out[image_id] = [rle.encode(mask) for mask in image_masks]
+        with stage("postprocess"):
+            masks = postprocess.class_masks(batch.probs, params, batch.presence).cpu().numpy()
+        with stage("rle"):
+            for image_id, image_masks in zip(batch.image_ids, masks):
+                out[image_id] = [rle.encode(mask) for mask in image_masks]
     return out
 
 
 def write_submission(ensemble: Ensemble, image_dir: Path, sample: submission.Sample,
                      params: postprocess.PostProcess, context: distributed.Context, out: Path,
                      batch_size: int = 8, workers: int = 2, tta: str = "none",
-                     amp: str = "auto",
-                     quiet: bool = False) -> tuple[dict[str, list[str]], object] | None:
+                     amp: str = "auto", quiet: bool = False,
+                     decode: str = "scaled") -> tuple[dict[str, list[str]], object] | None:
     """Predict every sample image (sharded over ranks); on rank 0 write ``out``, validated
     before it replaces any previous file.
 
     Returns ``(rles by image, validated table)`` on rank 0, None on the other ranks.
     """
     rles = predict_rles(ensemble, image_dir, sample.image_ids, params, context,
-                        batch_size=batch_size, workers=workers, tta=tta, amp=amp, quiet=quiet)
+                        batch_size=batch_size, workers=workers, tta=tta, amp=amp, quiet=quiet,
+                        decode=decode)
     shards = distributed.gather(rles, context)
     if not context.is_main:
         return None

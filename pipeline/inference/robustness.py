@@ -18,6 +18,7 @@ from pipeline.config import N_CLASSES, RunPaths, code_version, resolve_data_dir,
     resolve_run_dir
 from pipeline.data import folds, shifts
 from pipeline.inference import oof, postprocess, tuning
+from pipeline.stages import stage
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def score_shift(accumulator: oof.OOFAccumulator, params: postprocess.PostProcess
 def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] | None = None,
                    fold_ids: list[int] | None = None, tta: str = "none", batch_size: int = 8,
                    workers: int = 2, device: str = "auto", amp: str = "auto",
-                   quiet: bool = False, images_per_fold: int | None = None) -> dict:
+                   quiet: bool = False, images_per_fold: int | None = None,
+                   compile_models: bool = False, decode: str = "scaled") -> dict:
     """Every shift's OOF scores at the tuned post-processing; writes ``reports/robustness.png``
     then ``reports/robustness.json`` and returns the JSON's dict. ``images_per_fold`` scores
     only the first validation images of each fold (a quicker, noisier look)."""
@@ -66,14 +68,14 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
     context = distributed.setup(device)
     settings = {"tta": tta, "batch_size": batch_size, "workers": workers, "amp": amp,
-                "quiet": quiet}
+                "quiet": quiet, "compile": compile_models, "decode": decode}
     thresholds = tuple(dict.fromkeys(params.threshold))   # only the tuned ones are counted
-    results = []
+    results, loaded = [], {}
     for i, name in enumerate(names, 1):
         start = time.perf_counter()
         accumulator, _, _ = oof.collect(run, paths, fold_ids, settings, params.min_component, 0,
                                         context, shifts.SHIFTS[name], thresholds, name,
-                                        images_per_fold)
+                                        images_per_fold, loaded, lines=False)
         result = {"name": name, **score_shift(accumulator, params),
                   "seconds": round(time.perf_counter() - start, 2)}
         results.append(result)
@@ -84,7 +86,8 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
               "postprocess": asdict(params), "shifts": results,
               "below_baseline": [r["name"] for r in results if r["below_baseline"]],
               "code_version": code_version()}
-    bars(results, run.reports / "robustness.png")
+    with stage("plots"):
+        bars(results, run.reports / "robustness.png")
     fileio.write_json(run.reports / "robustness.json", report)
     return report
 

@@ -27,10 +27,11 @@ def find_dir(root: Path, marker: str, max_depth: int = 4) -> Path:
                             "competition data and the weights dataset to the kernel")
 
 
-def main(started: float | None = None) -> int:
+def main(started: float | None = None, compile_models: bool = False) -> int:
     """Predict the competition's test set with the attached weights; 0 on success.
 
-    ``started``: the script's start (``time.time()``), for the start-up overhead it reports.
+    ``started``: the script's start (``time.time()``), for the start-up overhead it reports;
+    ``compile_models``: run ``torch.compile``d models (``make kernel KERNEL_ARGS=--compile``).
     """
     import torch
 
@@ -52,10 +53,11 @@ def main(started: float | None = None) -> int:
     sample = submission.read_sample(data_dir / "sample_submission.csv")
     predict.check_test_images(data_dir / "test_images", sample.image_ids, sample.path)
     context = distributed.setup(device)
-    ensemble = predict.load_models(checkpoints, context.device)
+    ensemble = predict.load_models(checkpoints, context.device, compile_models=compile_models)
     params = postprocess.PostProcess.load(weights_dir / "postprocess.json")
     print(f"start-up {time.time() - started:.2f} s (bootstrap, imports, {len(ensemble)} models "
-          f"loaded); predicting {len(sample.image_ids)} images")
+          f"loaded{', compiled at the first batch' if compile_models else ''}); predicting "
+          f"{len(sample.image_ids)} images")
     out = working / "submission.csv"
     _, table = predict.write_submission(ensemble, data_dir / "test_images", sample, params,
                                         context, out, batch_size=8, workers=2, amp="auto",

@@ -23,8 +23,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # What inference needs, and only that: the ground floor, data, models, inference, the kernel.
 # Training, the CLI and the Kaggle client stay out (a test checks that the imports close).
 KERNEL_PARTS = ("__init__.py", "config.py", "fileio.py", "checkpoint.py", "metrics.py",
-                "distributed.py", "plotting.py", "console.py", "data/", "models/", "inference/",
-                "kaggle/__init__.py", "kaggle/kernel.py")
+                "stages.py", "distributed.py", "plotting.py", "console.py", "data/", "models/",
+                "inference/", "kaggle/__init__.py", "kaggle/kernel.py")
 SCRIPT_NAME = "severstal_kernel.py"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -47,6 +47,7 @@ import tempfile  # noqa: E402
 PACKAGE_ZIP = """
 {payload}
 """
+SETTINGS = {settings}  # chosen at `make kernel`
 
 
 def bootstrap():
@@ -60,7 +61,7 @@ def bootstrap():
 if __name__ == "__main__":
     bootstrap()
     from pipeline.kaggle import kernel
-    sys.exit(kernel.main(STARTED))
+    sys.exit(kernel.main(STARTED, **SETTINGS))
 '''
 
 
@@ -87,11 +88,15 @@ def package_zip(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, int]:
     return buffer.getvalue(), len(files)
 
 
-def kernel_script(version: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """The text of the kernel script for the package in ``package_dir``."""
+def kernel_script(version: str, package_dir: Path = PACKAGE_DIR,
+                  compile_models: bool = False) -> str:
+    """The text of the kernel script for the package in ``package_dir``; ``compile_models``:
+    the kernel runs ``torch.compile``d models."""
     data, n_files = package_zip(package_dir)
     payload = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 100))
-    return BOOTSTRAP.format(n_files=n_files, version=version, payload=payload)
+    settings = repr({"compile_models": bool(compile_models)})
+    return BOOTSTRAP.format(n_files=n_files, version=version, payload=payload,
+                            settings=settings)
 
 
 def check_title(title: str | None, kernel: str, where: str) -> str:
@@ -123,11 +128,11 @@ def kernel_metadata(kernel_id: str, title: str | None, weights_dataset: str) -> 
 
 
 def build(out_dir: Path, kernel_id: str, title: str | None, weights_dataset: str,
-          version: str) -> Path:
+          version: str, compile_models: bool = False) -> Path:
     """Write ``out_dir/<script>`` and ``out_dir/kernel-metadata.json``; returns the script path."""
     metadata = kernel_metadata(kernel_id, title, weights_dataset)
     script = Path(out_dir) / SCRIPT_NAME
-    fileio.write_text(script, kernel_script(version))
+    fileio.write_text(script, kernel_script(version, compile_models=compile_models))
     fileio.write_text(Path(out_dir) / "kernel-metadata.json",
                       json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return script

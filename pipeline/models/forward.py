@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import typing
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,13 @@ def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManage
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def compile_for_inference(model: torch.nn.Module) -> Callable[..., object]:
+    """``torch.compile`` of an eval-mode model for inference: static shapes, and "freezing"
+    (weights become constants: BatchNorm folded into convolutions, weights prepacked for
+    oneDNN on the CPU). The model compiles at its first call, in ``torch.inference_mode``."""
+    return torch.compile(model.eval(), dynamic=False, options={"freezing": True})
 
 
 def check_input(images: torch.Tensor, stride: int) -> None:
@@ -67,13 +75,16 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(N, C, h, w)`` logits to ``size``; identity at the same size."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    # A channels-last model gives channels-last logits; the upsampled copy in the standard
+    # layout makes the softmax over classes that follows 2x faster on the CPU.
+    return F.interpolate(logits.float().contiguous(), size=size, mode="bilinear",
+                         align_corners=False)
 
 
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
     """``(N, 4, H, W)`` per-class probabilities from ``(N, 5|4, H, W)`` logits."""
     if head == "softmax":
-        return logits.float().softmax(dim=1)[:, 1:]
+        return logits.float().contiguous().softmax(dim=1)[:, 1:]
     if head == "sigmoid":
         return logits.float().sigmoid()
     raise ValueError(f"unknown head {head!r}; valid heads are 'softmax' and 'sigmoid'")

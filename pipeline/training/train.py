@@ -22,6 +22,7 @@ from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_inp
 from pipeline.models import forward
 from pipeline.models.losses import build_loss
 from pipeline.models.registry import build_model, model_info
+from pipeline.stages import stage
 from pipeline.training import lock
 from pipeline.training import resume as resume_files
 
@@ -82,17 +83,22 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
         images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device, non_blocking=True)
         with forward.autocast(cfg.amp, context.device):
-            logits, presence = forward.forward_padded(model, images)
-            loss = loss_fn(logits, masks, presence)
+            with stage("forward"):
+                logits, presence = forward.forward_padded(model, images)
+            with stage("loss"):
+                loss = loss_fn(logits, masks, presence)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {epoch}, step {steps}: nothing was saved "
                 "for this epoch; lower --lr, try --amp none, or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        with stage("optimizer"):
+            optimizer.zero_grad(set_to_none=True)
+        with stage("backward"):
+            scaler.scale(loss).backward()
+        with stage("optimizer"):
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
         steps += 1
         total_loss += loss.item() * len(images)
         n_images += len(images)
@@ -118,15 +124,21 @@ def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Cont
             continue
         images = to_model_input(batch["image"], context.device, cfg.channels_last)
         masks = batch["masks"].to(context.device)
-        with forward.autocast(cfg.amp, context.device):
+        with forward.autocast(cfg.amp, context.device), stage("forward"):
             logits, presence = forward.forward_padded(model, images)
         # The loss at the model's resolution, as in training; the score on the 256x1600 grid.
-        small = F.interpolate(masks.float(), size=logits.shape[-2:], mode="nearest")
-        total_loss += loss_fn(logits.float(), small, presence).item() * len(images)
-        probs = forward.probabilities(forward.upsample(logits, (HEIGHT, WIDTH)), cfg.head)
+        with stage("loss"):
+            small = F.interpolate(masks.float(), size=logits.shape[-2:], mode="nearest")
+            total_loss += loss_fn(logits.float(), small, presence).item() * len(images)
+        with stage("upsample"):
+            logits = forward.upsample(logits, (HEIGHT, WIDTH))
+        with stage("probabilities"):
+            probs = forward.probabilities(logits, cfg.head)
         n_images += len(images)
-        pred = forward.default_masks(probs, cfg.head, presence)
-        counts.append(torch.stack(metrics.pair_counts(pred, masks)).cpu().numpy())
+        with stage("postprocess"):
+            pred = forward.default_masks(probs, cfg.head, presence)
+        with stage("metric"):
+            counts.append(torch.stack(metrics.pair_counts(pred, masks)).cpu().numpy())
     local = np.concatenate(counts, axis=1) if counts else np.zeros((3, 0, 4), dtype=np.int64)
     merged = np.concatenate(distributed.gather(local, context), axis=1)
     scores = metrics.summarize(*merged)
@@ -238,8 +250,9 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
         if "val_score" in row and (best is None or row["val_score"] > best["val_score"]):
             best = row
         if context.is_main:
-            resume_files.commit(run, fold, _state(model, optimizer, scheduler, scaler, cfg,
-                                                  fold, row), rows, best and best["epoch"])
+            with stage("checkpoint"):
+                resume_files.commit(run, fold, _state(model, optimizer, scheduler, scaler, cfg,
+                                                      fold, row), rows, best and best["epoch"])
             log.info("%s", epoch_line(fold, cfg.epochs, row))
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
