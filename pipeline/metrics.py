@@ -42,6 +42,36 @@ def pair_counts(pred: Masks, truth: Masks) -> tuple[Masks, Masks, Masks]:
     return tuple(c.numpy() for c in counts) if isinstance(pred, np.ndarray) else counts
 
 
+def threshold_counts(probs: torch.Tensor, truth: torch.Tensor,
+                     thresholds: tuple[float, ...]) -> torch.Tensor:
+    """``(N, K, C, 3)`` int64 ``(intersection, pred_area, true_area)`` of the masks
+    ``probs > t`` for each of K thresholds against ``(N, C, H, W)`` 0/1 ``truth``: what
+    ``pair_counts`` gives for each thresholded mask, in one go.
+
+    On the CPU the intersections count only the true pixels' probabilities, gathered once (few:
+    defects are small and half the images have none), so each threshold costs one compare and
+    count per plane; on another device the masks are built there.
+    """
+    if probs.shape != truth.shape or probs.ndim != 4:
+        raise ValueError(f"probs {tuple(probs.shape)} and truth {tuple(truth.shape)} must both "
+                         "be (N, C, H, W)")
+    n, c = probs.shape[:2]
+    if probs.device.type != "cpu":
+        truth_b = truth.bool()
+        return torch.stack([torch.stack(pair_counts(probs > t, truth_b), dim=-1)
+                            for t in thresholds], dim=1)
+    planes = probs.float().numpy().reshape(n * c, probs[0, 0].numel() if n else 0)
+    true = truth.numpy().reshape(planes.shape).astype(bool, copy=False)
+    levels = np.asarray(thresholds, dtype=np.float32)   # compared in float32, as torch does
+    counts = np.empty((n * c, len(levels), 3), dtype=np.int64)
+    for plane, mask, out in zip(planes, true, counts):
+        hits = plane[mask]
+        out[:, 0] = [np.count_nonzero(hits > t) for t in levels]
+        out[:, 1] = [np.count_nonzero(plane > t) for t in levels]
+        out[:, 2] = hits.size
+    return torch.from_numpy(counts.reshape(n, c, len(levels), 3).transpose(0, 2, 1, 3).copy())
+
+
 def dice_from_counts(intersection: np.ndarray, pred_area: np.ndarray,
                      true_area: np.ndarray) -> np.ndarray:
     """Dice of each pair, 2|X n Y| / (|X| + |Y|), and 1 where both masks are empty."""

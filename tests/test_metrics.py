@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from pipeline import metrics
 
@@ -72,3 +73,21 @@ def test_plane_counts_match_a_reduction_for_arrays_tensors_and_slices(shape):
     assert torch.equal(metrics.plane_counts(sliced), torch.count_nonzero(sliced, dim=(2, 3)))
     as_uint8 = masks.to(torch.uint8) * 3
     assert torch.equal(metrics.plane_counts(as_uint8), want)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_threshold_counts_are_the_pair_counts_of_each_thresholded_mask(n):
+    torch.manual_seed(n)
+    probs = torch.rand(n, 5, 24, 40).softmax(1)[:, 1:]   # non-contiguous, as in evaluation
+    truth = (torch.rand(n, 4, 24, 40) < 0.2).to(torch.uint8)
+    if n:
+        truth[0, 1] = 0   # an empty true plane
+        probs[0, 2, 0, 0] = 0.2   # a probability exactly at a threshold is not above it
+    thresholds = (0.1, 0.2, 0.25, 0.5)
+    got = metrics.threshold_counts(probs, truth, thresholds)
+    assert got.shape == (n, 4, 4, 3) and got.dtype == torch.int64
+    for k, t in enumerate(thresholds):
+        want = torch.stack(metrics.pair_counts(probs > t, truth), dim=-1)
+        assert torch.equal(got[:, k], want), t
+    with pytest.raises(ValueError, match="must both be"):
+        metrics.threshold_counts(probs, truth[:, :3], thresholds)

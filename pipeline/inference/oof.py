@@ -42,7 +42,16 @@ class OOFAccumulator:
             self._presence.append(presence.float().cpu().numpy())
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
+        # Plain thresholds (no component filter): counted straight from the probabilities.
+        plain = [k for k, t in enumerate(self.thresholds)
+                 if t is not None and not any(m > 1 for m in self.min_component)]
+        if plain:
+            with stage("metric"):
+                counts[:, plain] = metrics.threshold_counts(
+                    probs, truth, tuple(self.thresholds[k] for k in plain)).cpu()
         for k, threshold in enumerate(self.thresholds):
+            if k in plain:
+                continue
             with stage("postprocess"):
                 pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
                 for c in range(N_CLASSES):
