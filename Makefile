@@ -22,10 +22,13 @@ DEMO_N_TRAIN ?= 400
 DEMO_N_TEST ?= 100
 DEMO_FOLDS ?= 2
 DEMO_SYNTH_ARGS ?= --class-mix balanced
+# Loader processes: 0 on 2 cores, where a loader process takes compute from the model's threads
+# (measured: the demo took 529 s with 1 and 381 s with 0; see `make bench-demo`).
+DEMO_WORKERS ?= 0
 DEMO_TRAIN_ARGS ?= --model unet --encoder-weights imagenet --gate --cls-weight 1.0 \
 	--loss ce+dice --class-weights 1,3,6,1,3 --scale 0.5 --crop 128x384 --batch-size 8 \
-	--lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 4 --val-every 4 --workers 1 \
-	--augment strong
+	--lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 4 --val-every 4 \
+	--workers $(DEMO_WORKERS) --augment strong
 # The demo's robustness table looks at the first images of each fold (all of them: make robustness).
 DEMO_ROBUSTNESS_ARGS ?= --images-per-fold 32
 # The seed's experiment: FCN32-VGG11 from scratch at quarter resolution, CE vs smooth Dice.
@@ -45,11 +48,13 @@ KERNEL_ARGS ?=
 SUBMIT_FILE ?=
 SUBMIT_ARGS ?=
 ZOO_ARGS ?=
+# e.g. --zoo for bench-predict
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint sample-data stats folds train cv robustness predict validate demo \
 	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
-	bench-model bench-predict bench-kernel bench-gpu zoo clean
+	bench-model bench-predict bench-kernel bench-gpu bench-demo zoo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -99,8 +104,9 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 12
 		--n-test $(DEMO_N_TEST) --seed $(SEED) $(DEMO_SYNTH_ARGS) --quiet
 	$(PY) -m pipeline folds --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --n-folds $(DEMO_FOLDS)
 	$(PY) -m pipeline train --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) $(DEMO_TRAIN_ARGS)
-	$(PY) -m pipeline cv --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1
-	$(PY) -m pipeline predict --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 \
+	$(PY) -m pipeline cv --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers $(DEMO_WORKERS)
+	$(PY) -m pipeline predict --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) \
+		--workers $(DEMO_WORKERS) \
 		--out $(DEMO_DIR)/submission.csv
 	@echo "== out-of-fold CV (default vs tuned post-processing) =="
 	@$(PY) -m pipeline compare $(DEMO_DIR)
@@ -108,7 +114,8 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 12
 	@$(PY) -m pipeline score $(DEMO_DIR)/submission.csv \
 		--sample $(DEMO_DIR)/data/sample_submission.csv --truth $(DEMO_DIR)/data/test_truth.csv
 	@echo "== robustness: the demo's model under shifted images (tuned post-processing vs all-empty) =="
-	@$(PY) -m pipeline robustness --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers 1 \
+	@$(PY) -m pipeline robustness --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) \
+		--workers $(DEMO_WORKERS) \
 		--quiet $(DEMO_ROBUSTNESS_ARGS)
 	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
 
@@ -153,8 +160,11 @@ kernel-status: install ## the latest run status of KERNEL
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
 	$(PY) -m pipeline kernel-status --kernel $(KERNEL)
 
-bench-predict: install ## CPU predict throughput vs model-only forward; peak RSS of predict and cv
-	$(PY) bench/bench_predict.py
+bench-predict: install ## CPU predict throughput, eager and compiled, vs the matmul limit; peak RSS
+	$(PY) bench/bench_predict.py $(BENCH_ARGS)
+
+bench-demo: install ## where `make demo`'s time goes, by stage (runs the demo under the profiler)
+	$(PY) bench/demo_profile.py --dir runs/demo-profile
 
 bench-kernel: install ## packed kernel: script size and start-up before the first batch
 	$(PY) bench/bench_kernel.py
@@ -168,9 +178,10 @@ zoo: install ## every zoo model on the same synthetic folds and budget (ZOO_ARGS
 bench-model: install ## CPU model benchmark: forward/training images/s vs the matmul limit
 	$(PY) bench/bench_model_cpu.py
 
-bench: install ## RLE encode/decode vs the common Kaggle-kernel code; submission build/validate
+bench: install ## RLE encode/decode vs Kaggle-kernel code; submission build/validate; JPEG decode
 	$(PY) bench/bench_rle.py
 	$(PY) bench/bench_submission.py
+	$(PY) bench/bench_decode.py
 
 clean: ## remove caches (keeps .venv, data and runs)
 	rm -rf .pytest_cache .hypothesis build *.egg-info

@@ -2,12 +2,17 @@
 upsampling, post-processing, metric, CV search, plots, ...).
 
 The demo's own command lines are taken from `make -n demo` (so the profile follows the
-Makefile), each is run in this process under ``torch.profiler`` with ``--workers 0`` (data
-loading in the profiled process; the demo itself loads in one worker process) and the ranges
-that the code marks (``pipeline.stages``) are summed. Time in no marked stage (argument
-checks, dataset synthesis, CSV writing, ...) is reported as ``unmarked``.
+Makefile), each is run in this process under ``torch.profiler`` and the ranges that the code
+marks (``pipeline.stages``) are summed. Time in no marked stage (argument checks, dataset
+synthesis, CSV writing, ...) is reported as ``unmarked``.
 
-Run: python bench/demo_profile.py [--dir runs/demo-profile] [MAKE_VAR=value ...]
+``--loader serial`` (the default) sets ``--workers 0``: JPEG decode, masks and augmentation
+run in the profiled process, one after the other with the model, so every stage is itemised
+(an upper bound on their share). ``--loader demo`` keeps the demo's own ``--workers 1``: they
+run in a loader process beside the model, as in `make demo`, unseen by the profiler; what the
+main process waits for them shows as ``unmarked``.
+
+Run: python bench/demo_profile.py [--dir runs/demo-profile] [--loader serial|demo] [VAR=value ...]
 e.g. DEMO_N_TRAIN=40 DEMO_N_TEST=10 for a quick look. Writes DIR/profile.json.
 """
 
@@ -30,8 +35,10 @@ from pipeline import cli, fileio, stages
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo_commands(demo_dir: Path, overrides: list[str]) -> list[list[str]]:
-    """The ``python -m pipeline`` argument lists of `make demo`, in order, loading in-process."""
+def demo_commands(demo_dir: Path, overrides: list[str],
+                  serial: bool = True) -> list[list[str]]:
+    """The ``python -m pipeline`` argument lists of `make demo`, in order; ``serial``: loading
+    in-process (``--workers 0``)."""
     text = subprocess.run(["make", "-s", "-n", "demo", f"DEMO_DIR={demo_dir}", *overrides],
                           cwd=ROOT, check=True, capture_output=True, text=True).stdout
     commands = []
@@ -39,7 +46,7 @@ def demo_commands(demo_dir: Path, overrides: list[str]) -> list[list[str]]:
         words = shlex.split(line)
         if "-m" in words and words[words.index("-m") + 1:][:1] == ["pipeline"]:
             argv = words[words.index("-m") + 2:]
-            commands.append(_workers_zero(argv))
+            commands.append(_workers_zero(argv) if serial else argv)
     if not commands:
         raise SystemExit(f"`make -n demo` listed no pipeline commands:\n{text}")
     return commands
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=ROOT / "runs" / "demo-profile",
                         help="the demo's directory (deleted first if it holds a profile)")
+    parser.add_argument("--loader", choices=("serial", "demo"), default="serial",
+                        help="serial: --workers 0, every stage itemised (default); demo: the "
+                        "demo's own loader workers")
     parser.add_argument("overrides", nargs="*", metavar="VAR=value",
                         help="make variables, e.g. DEMO_N_TRAIN=40")
     args = parser.parse_args(argv)
@@ -119,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--dir {demo_dir} exists and holds no profile.json: pick a new one")
         shutil.rmtree(demo_dir)
     results = []
-    for argv_ in demo_commands(demo_dir, args.overrides):
+    for argv_ in demo_commands(demo_dir, args.overrides, args.loader == "serial"):
         results.append(profile_command(argv_))
         print(f"{argv_[0]}: {results[-1]['wall_s']:.1f} s", flush=True)
     summary = summarize(results)
-    out = {"overrides": args.overrides, "commands": results, "summary": summary,
+    out = {"overrides": args.overrides, "loader": args.loader, "commands": results,
+           "summary": summary,
            "scores": scores(demo_dir)}
     print(report(results, summary))
     print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in out["scores"].items()))

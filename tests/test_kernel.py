@@ -92,10 +92,10 @@ LAYOUTS = {"old": ("severstal-steel-defect-detection", "severstal-weights"),
 
 
 def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
-               layout: str = "new") -> tuple[str, Path, Path]:
-    """Stage the weights, pack the kernel and run it in a clean Python on fake inputs mounted as
-    in ``layout``, with the ``blocked`` packages made unimportable; returns its stdout, the
-    weights folder and the working folder."""
+               layout: str = "new", compile_models: bool = False) -> tuple[str, Path, Path]:
+    """Stage the weights, pack the kernel (``compile_models``: ``kernel --compile``) and run it
+    in a clean Python on fake inputs mounted as in ``layout``, with the ``blocked`` packages
+    made unimportable; returns its stdout, the weights folder and the working folder."""
     inputs = tmp_path / f"input-{layout}"
     competition, weights = (inputs / part for part in LAYOUTS[layout])
     competition.mkdir(parents=True)
@@ -105,7 +105,7 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
     transfer.stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
                            "me/severstal-weights", "Severstal weights", weights)
     script = pack.build(tmp_path / "kernels" / "k", "me/severstal-kernel", None,
-                        "me/severstal-weights", "test")
+                        "me/severstal-weights", "test", compile_models=compile_models)
     working, elsewhere, site = (tmp_path / f"{name}-{layout}"
                                 for name in ("working", "elsewhere", "site"))
     for folder in (working, elsewhere, site):
@@ -138,6 +138,17 @@ def test_kernel_in_clean_environment_matches_predict(tmp_path):
         assert str(Path(__file__).resolve().parent.parent) not in out
         assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
         assert "start-up" in out
+
+
+@pytest.mark.slow
+def test_compiled_kernel_writes_what_compiled_predict_writes(tmp_path):
+    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=7, max_steps=1)
+    PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
+                   "--workers", 0, "--compile", "--quiet") == 0
+    out, _, working = run_kernel(tmp_path, data, run, compile_models=True)
+    assert "compiled at the first batch" in out
+    assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
 
 
 @pytest.mark.slow

@@ -63,6 +63,8 @@ def test_the_profile_runs_the_demos_own_commands_loading_in_process():
     for argv in commands:
         if "--workers" in argv:
             assert argv[argv.index("--workers") + 1] == "0"
+    as_demo = module.demo_commands(Path("/tmp/x"), ["DEMO_WORKERS=2"], serial=False)
+    assert [a[a.index("--workers") + 1] for a in as_demo if "--workers" in a] == ["2"] * 4
     seconds = dict.fromkeys(stages.STAGES, 0.0) | {"forward": 6.0, "decode": 1.0}
     summary = module.summarize([{"wall_s": 10.0, "stages": seconds}])
     assert summary["not_model_fraction"] == pytest.approx(0.4)
