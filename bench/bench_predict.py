@@ -137,7 +137,7 @@ def traffic_bytes(model: torch.nn.Module, height: int, width: int) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, torch.nn.Conv2d)]
     with torch.device("meta"):
-        model.to("meta")(torch.empty(1, 3, height, width))
+        model.to("meta").eval()(torch.empty(1, 3, height, width))
     for handle in handles:
         handle.remove()
     return total[0]
@@ -222,8 +222,10 @@ def main() -> None:
                         help="alternating model-only / end-to-end rounds; best of each")
     parser.add_argument("--no-eager", action="store_true", help="compiled rows only")
     parser.add_argument("--zoo", action="store_true", help="also every zoo model's forward")
+    parser.add_argument("--zoo-only", action="store_true", help="the zoo rows alone")
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
+    args.zoo = args.zoo or args.zoo_only
     if args.images % args.batch_size:
         parser.error("--images must be a multiple of --batch-size (one input shape)")
     tuned = keep_freed_memory()
@@ -231,7 +233,7 @@ def main() -> None:
     peak_start = matmul_gflops(3)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for compiled in ([] if args.no_eager else [False]) + [True]:
+        for compiled in [] if args.zoo_only else ([] if args.no_eager else [False]) + [True]:
             key = "compiled" if compiled else "eager"
             results[key] = throughput(Path(tmp), args.images, args.batch_size, args.workers,
                                       args.rounds, compiled)
@@ -249,7 +251,7 @@ def main() -> None:
                   + ", ".join(f"{v:+.1f}%" for v in result["overhead_pct_per_round"])
                   + f"); first batch {result['first_batch_s']:.1f} s")
             result["fraction_of_limit"] = model * gflop / peak
-        if "eager" in results:
+        if "eager" in results and "compiled" in results:
             results["break_even_images"] = break_even(results["eager"], results["compiled"])
             print(break_even_line(results["eager"], results["compiled"],
                                   results["break_even_images"]))
