@@ -99,7 +99,7 @@ predict: install ## every fold's best model -> SUBMISSION (validated against the
 validate: install ## check SUBMISSION against DATA_DIR/sample_submission.csv
 	$(PY) -m pipeline validate $(SUBMISSION) --sample $(DATA_DIR)/sample_submission.csv
 
-demo: install ## the whole chain on synthetic data, on CPU, no account (about 9 minutes)
+demo: install ## the whole chain on synthetic data, on CPU, no account (about 8 minutes)
 	$(PY) -m pipeline synth --out $(DEMO_DIR)/data --n-train $(DEMO_N_TRAIN) \
 		--n-test $(DEMO_N_TEST) --seed $(SEED) $(DEMO_SYNTH_ARGS) --quiet
 	$(PY) -m pipeline folds --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --n-folds $(DEMO_FOLDS)
