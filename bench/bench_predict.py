@@ -97,21 +97,21 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
             "overhead_pct_per_round": [100 * (e / m - 1) for m, e in pairs]}
 
 
-def break_even(eager: dict, compiled: dict) -> float | None:
-    """Images after which compiling has paid for itself end to end (None: it never does):
-    the compiled first batch's extra seconds over the per-image time it saves."""
+def break_even(eager: dict, compiled: dict) -> dict:
+    """What compiling costs (the first batch's extra seconds), what it saves (seconds per image
+    end to end) and the images after which it has paid for itself (None: it never does)."""
     extra = compiled["first_batch_s"] - eager["first_batch_s"]
     saved = 1 / eager["end_to_end_img_s"] - 1 / compiled["end_to_end_img_s"]
-    return extra / saved if saved > 0 else None
+    return {"extra_s": extra, "saved_s_per_image": saved,
+            "images": extra / saved if saved > 0 else None}
 
 
-def break_even_line(eager: dict, compiled: dict, images: float | None) -> str:
-    extra = compiled["first_batch_s"] - eager["first_batch_s"]
-    saved = 1 / eager["end_to_end_img_s"] - 1 / compiled["end_to_end_img_s"]
-    pays = (f"pays back after {images:.0f} images" if images is not None
-            else "never pays back")
-    return (f"compile: +{extra:.1f} s on the first batch, {1e3 * saved:+.0f} ms per image "
-            f"end to end: {pays} per model pass")
+def break_even_line(trade: dict) -> str:
+    images = trade["images"]
+    pays = f"pays back after {images:.0f} images" if images is not None else "never pays back"
+    return (f"compile: +{trade['extra_s']:.1f} s on the first batch, "
+            f"{1e3 * trade['saved_s_per_image']:+.0f} ms per image end to end: {pays} per "
+            "model pass")
 
 
 def memory_bandwidth(repeats: int = 5, mib: int = 512) -> float:
@@ -252,9 +252,8 @@ def main() -> None:
                   + f"); first batch {result['first_batch_s']:.1f} s")
             result["fraction_of_limit"] = model * gflop / peak
         if "eager" in results and "compiled" in results:
-            results["break_even_images"] = break_even(results["eager"], results["compiled"])
-            print(break_even_line(results["eager"], results["compiled"],
-                                  results["break_even_images"]))
+            results["compile_trade"] = break_even(results["eager"], results["compiled"])
+            print(break_even_line(results["compile_trade"]))
         results["matmul_gflops"], results["gflop_per_image"] = peak, gflop
         if args.zoo:
             bandwidth = memory_bandwidth()

@@ -55,12 +55,12 @@ def threshold_counts(probs: torch.Tensor, truth: torch.Tensor,
     if probs.shape != truth.shape or probs.ndim != 4:
         raise ValueError(f"probs {tuple(probs.shape)} and truth {tuple(truth.shape)} must both "
                          "be (N, C, H, W)")
-    n, c = probs.shape[:2]
+    n, c, height, width = probs.shape
     if probs.device.type != "cpu":
         truth_b = truth.bool()
         return torch.stack([torch.stack(pair_counts(probs > t, truth_b), dim=-1)
                             for t in thresholds], dim=1)
-    planes = probs.float().numpy().reshape(n * c, probs[0, 0].numel() if n else 0)
+    planes = probs.float().numpy().reshape(n * c, height * width)
     true = truth.numpy().reshape(planes.shape).astype(bool, copy=False)
     levels = np.asarray(thresholds, dtype=np.float32)   # compared in float32, as torch does
     counts = np.empty((n * c, len(levels), 3), dtype=np.int64)

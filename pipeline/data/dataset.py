@@ -20,7 +20,6 @@ from pipeline.stages import stage
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Transform:
     """Resize by ``scale``, then (training) a random ``crop``, horizontal/vertical flips and the

@@ -43,8 +43,8 @@ class OOFAccumulator:
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
         # Plain thresholds (no component filter): counted straight from the probabilities.
-        plain = [k for k, t in enumerate(self.thresholds)
-                 if t is not None and not any(m > 1 for m in self.min_component)]
+        filtered = any(m > 1 for m in self.min_component)   # see remove_small_components
+        plain = [] if filtered else [k for k, t in enumerate(self.thresholds) if t is not None]
         if plain:
             with stage("metric"):
                 counts[:, plain] = metrics.threshold_counts(
@@ -90,7 +90,7 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
     for fold, path in zip(fold_ids, run.find_checkpoints(fold_ids)):
         if path not in loaded:
             loaded[path] = predict.load_models([path], context.device,
-                                               compile_models=settings.get("compile", False))
+                                               compile_models=settings["compile"])
         ensemble = loaded[path]
         infos.append(ensemble.infos[0].as_dict())
         if infos[0]["head"] != infos[-1]["head"] or infos[0]["gate"] != infos[-1]["gate"]:
@@ -101,7 +101,7 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
         val_ids = folds.split_ids(split, fold)[1][:limit]
         loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
                                      settings["batch_size"], settings["workers"], rles, shift,
-                                     settings.get("decode", "scaled"))
+                                     settings["decode"])
         for batch in predict.iterate_probabilities(
                 ensemble, loader, context.device, settings["tta"], settings["amp"],
                 settings["quiet"], desc=f"{label} fold {fold}", line=lines):
