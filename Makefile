@@ -10,8 +10,11 @@ N_TEST ?= 200
 SEED ?= 0
 N_FOLDS ?= 5
 FOLD ?= all
+# a recipe file (configs/*.yaml, or a run's config.json to replay it); TRAIN_ARGS override it
+CONFIG ?=
 TRAIN_ARGS ?=
-TTA ?= none
+# flip TTA of cv (default none); predict uses the one cv tuned with unless TTA is set
+TTA ?=
 PREDICT_ARGS ?=
 SUBMISSION ?= submission/submission.csv
 # The CPU demo: a class-balanced synthetic set of the wide world at half resolution, a gated
@@ -25,18 +28,15 @@ DEMO_SYNTH_ARGS ?= --class-mix balanced
 # Loader processes: 0 on 2 cores, where a loader process takes compute from the model's threads
 # (measured: the demo took 529 s with 1 and 381 s with 0; see `make bench-demo`).
 DEMO_WORKERS ?= 0
-DEMO_TRAIN_ARGS ?= --model unet --encoder-weights imagenet --gate --cls-weight 1.0 \
-	--loss ce+dice --class-weights 1,3,6,1,3 --scale 0.5 --crop 128x384 --batch-size 8 \
-	--lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 4 --val-every 4 \
-	--workers $(DEMO_WORKERS) --augment strong
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_TRAIN_ARGS ?= --workers $(DEMO_WORKERS)
 # The demo's robustness table looks at the first images of each fold (all of them: make robustness).
 DEMO_ROBUSTNESS_ARGS ?= --images-per-fold 32
 # The seed's experiment: FCN32-VGG11 from scratch at quarter resolution, CE vs smooth Dice.
 SEED_EXP_DIR ?= runs/seed-experiment
 SEED_N_TRAIN ?= 300
 SEED_N_TEST ?= 60
-SEED_TRAIN_ARGS ?= --model fcn32_vgg11 --encoder-weights none --scale 0.25 --crop none \
-	--batch-size 8 --lr 1e-3 --background-prior 0.97 --warmup-epochs 0.5 --epochs 8 --workers 1
+SEED_CONFIG ?= configs/seed.yaml
 # Kaggle: the weights dataset and the kernel, both owner/slug.
 KAGGLE_DATASET ?=
 KERNEL ?=
@@ -83,17 +83,18 @@ stats: install ## summarise the dataset in DATA_DIR
 folds: install ## write RUN_DIR/folds.csv (N_FOLDS stratified folds)
 	$(PY) -m pipeline folds --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --n-folds $(N_FOLDS) --seed $(SEED)
 
-train: install ## train FOLD (all, or e.g. 2) into RUN_DIR; extra flags in TRAIN_ARGS
-	$(PY) -m pipeline train --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --fold $(FOLD) $(TRAIN_ARGS)
+train: install ## train FOLD (all, or e.g. 2) into RUN_DIR; recipe in CONFIG, extra flags in TRAIN_ARGS
+	$(PY) -m pipeline train --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --fold $(FOLD) \
+		$(if $(CONFIG),--config $(CONFIG)) $(TRAIN_ARGS)
 
 cv: install ## out-of-fold scores + per-class threshold/min_area tuning -> RUN_DIR/reports
-	$(PY) -m pipeline cv --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(TTA)
+	$(PY) -m pipeline cv --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(or $(TTA),none)
 
 robustness: install ## OOF scores under shifted images (bright, dark, blur, noise, JPEG...) vs all-empty
 	$(PY) -m pipeline robustness --data-dir $(DATA_DIR) --run-dir $(RUN_DIR)
 
 predict: install ## every fold's best model -> SUBMISSION (validated against the sample)
-	$(PY) -m pipeline predict --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --tta $(TTA) \
+	$(PY) -m pipeline predict --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) $(if $(TTA),--tta $(TTA)) \
 		--out $(SUBMISSION) $(PREDICT_ARGS)
 
 validate: install ## check SUBMISSION against DATA_DIR/sample_submission.csv
@@ -103,7 +104,8 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 8 
 	$(PY) -m pipeline synth --out $(DEMO_DIR)/data --n-train $(DEMO_N_TRAIN) \
 		--n-test $(DEMO_N_TEST) --seed $(SEED) $(DEMO_SYNTH_ARGS) --quiet
 	$(PY) -m pipeline folds --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --n-folds $(DEMO_FOLDS)
-	$(PY) -m pipeline train --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) $(DEMO_TRAIN_ARGS)
+	$(PY) -m pipeline train --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) \
+		--config $(DEMO_CONFIG) $(DEMO_TRAIN_ARGS)
 	$(PY) -m pipeline cv --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) --workers $(DEMO_WORKERS)
 	$(PY) -m pipeline predict --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) \
 		--workers $(DEMO_WORKERS) \
@@ -127,7 +129,7 @@ seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/
 	mkdir -p $(SEED_EXP_DIR)/dice && cp $(SEED_EXP_DIR)/ce/folds.csv $(SEED_EXP_DIR)/dice/
 	for loss in ce dice; do \
 		$(PY) -m pipeline train --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/$$loss \
-			$(SEED_TRAIN_ARGS) --loss $$loss --quiet && \
+			--config $(SEED_CONFIG) --loss $$loss --quiet && \
 		$(PY) -m pipeline cv --data-dir $(SEED_EXP_DIR)/data --run-dir $(SEED_EXP_DIR)/$$loss \
 			--workers 1 --quiet > /dev/null || exit 1; \
 	done
@@ -149,7 +151,7 @@ upload-weights: install ## RUN_DIR's best.pt per fold + postprocess.json -> data
 kernel: install ## build KERNEL_DIR: one offline script + kernel-metadata.json (KERNEL, KAGGLE_DATASET)
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
 	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
-	$(PY) -m pipeline kernel --kernel $(KERNEL) --weights-dataset $(KAGGLE_DATASET) \
+	$(PY) -m pipeline kernel --kernel $(KERNEL) --weights-dataset $(KAGGLE_DATASET) --run-dir $(RUN_DIR) \
 		--out-dir $(KERNEL_DIR) $(KERNEL_ARGS)
 
 push-kernel: install ## push KERNEL_DIR (from `make kernel`) to Kaggle with the internet off

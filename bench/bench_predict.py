@@ -32,12 +32,14 @@ import torch
 
 from bench_model_cpu import keep_freed_memory, matmul_gflops
 from pipeline import checkpoint, cli, distributed
-from pipeline.config import HEIGHT, WIDTH, TrainConfig
+from pipeline.config import HEIGHT, WIDTH
 from pipeline.data import synthetic
 from pipeline.data.dataset import SteelDataset, Transform
 from pipeline.inference import postprocess, predict, submission
+from pipeline.inference.config import InferenceConfig
 from pipeline.models import forward
 from pipeline.models.registry import MODELS, build_model, forward_flops, model_info
+from pipeline.training.config import TrainConfig
 
 
 def fake_checkpoint(path: Path, scale: float, fold: int = 0,
@@ -61,7 +63,7 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
     if not ckpt.is_file():
         fake_checkpoint(ckpt, scale=1.0)
     device = torch.device("cpu")
-    ensemble = predict.load_models([ckpt], device, compile_models=compile_models)
+    ensemble = predict.load_models([ckpt], device, InferenceConfig(compile=compile_models))
     sample = submission.read_sample(root / "data" / "sample_submission.csv")
     dataset = SteelDataset(root / "data" / "test_images", sample.image_ids, None,
                            Transform(), full_masks=True)
@@ -80,7 +82,8 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
         start = time.perf_counter()
         rles = predict.predict_rles(ensemble, root / "data" / "test_images",
                                     sample.image_ids, params, distributed.Context(),
-                                    batch_size=batch_size, workers=workers, quiet=True)
+                                    InferenceConfig(batch_size=batch_size, workers=workers,
+                                                    quiet=True))
         submission.write(submission.build(sample, rles), root / "submission.csv")
         return time.perf_counter() - start
 
@@ -206,8 +209,9 @@ def memory(root: Path, sizes_predict=(100, 1000), sizes_cv=(200, 1000)) -> dict:
         for fold in (0, 1):
             fake_checkpoint(base / "run" / "checkpoints" / f"fold{fold}" / "best.pt", 0.25, fold)
         out[f"cv_{n}_mib"] = child_peak_rss(
-            f"from pipeline.inference import oof; oof.run_cv('{base}/run', '{base}/data', "
-            "workers=0, quiet=True)")
+            "from pipeline.inference import oof; from pipeline.inference.config import "
+            f"InferenceConfig; oof.run_cv('{base}/run', '{base}/data', "
+            "InferenceConfig(workers=0, quiet=True))")
     return out
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from pipeline import fileio
-from pipeline.config import TrainConfig
+from pipeline.training.config import TrainConfig
 from pipeline.models.forward import amp_dtype, autocast
 from pipeline.models.losses import build_loss
 from pipeline.models.registry import MODELS, build_model, forward_flops, model_info

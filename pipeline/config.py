@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 HEIGHT, WIDTH = 256, 1600
 N_CLASSES = 4
@@ -132,117 +130,11 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'-dirty' if dirty else ''}"
 
 
-Model = Literal["fcn32_vgg11", "unet", "unetplusplus", "fpn", "linknet", "manet", "pspnet",
-                "deeplabv3plus"]
-Head = Literal["softmax", "sigmoid"]
-Loss = Literal["ce", "dice", "ce+dice", "bce", "bce+dice"]
-Optimizer = Literal["adamw", "sgd"]
-Amp = Literal["auto", "none", "bf16", "fp16"]
-Augment = Literal["none", "flips", "light", "strong"]
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def _setting(default: object, help: str) -> typing.Any:
-    """A dataclass field whose one-line meaning the CLI shows in ``--help``."""
-    return field(default=default, metadata={"help": help})
-
-
-def choices(hint: object) -> tuple | None:
-    """The fixed values of a ``Literal`` type hint (or ``Literal | None``), else None."""
-    if typing.get_origin(hint) is Literal:
-        return typing.get_args(hint)
-    literal = [a for a in typing.get_args(hint) if typing.get_origin(a) is Literal]
-    return typing.get_args(literal[0]) if literal else None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training setting; CLI flags map onto these fields (``--batch-size`` ...).
-
-    Fields typed ``Literal`` take one of a fixed set of values; a config with any other value,
-    or with a number out of range, is refused when it is built, before any data is read.
-    """
-
-    data_dir: str = _setting(str(DEFAULT_DATA_DIR), "competition layout (default "
-                             f"${DATA_DIR_ENV} or data/)")
-    run_dir: str = _setting(str(DEFAULT_RUN_DIR), "checkpoints, logs, reports (default "
-                            f"${RUN_DIR_ENV} or runs/default/)")
-    model: Model = _setting("fcn32_vgg11", "architecture: the seed's FCN32 or an smp one")
-    encoder: str | None = _setting(None, "encoder: vgg11 for fcn32_vgg11; smp's names or "
-                                   "tu-<timm model> for the others (none: the architecture's "
-                                   "default, tu-tf_efficientnet_lite0)")
-    head: Head = _setting("softmax", "softmax: background + 4 classes; sigmoid: 4 channels")
-    encoder_weights: str = _setting("imagenet", "'imagenet' (offline for EfficientNet-Lite), "
-                                    "'none' or a state-dict file")
-    gate: bool = _setting(False, "per-class 'defect present' head, trained with BCE on "
-                          "image-level labels; cv tunes its threshold per class")
-    cls_weight: float = _setting(0.5, "weight of the gate's BCE term in the loss")
-    background_prior: float | None = _setting(
-        None, "initial background probability of the classifier bias, e.g. 0.97")
-    loss: Loss = _setting("ce", "training loss (ce/dice for softmax, bce for sigmoid)")
-    class_weights: tuple[float, ...] | None = _setting(
-        None, "cross-entropy weights w0,w1,w2,w3,w4 (background first)")
-    optimizer: Optimizer = _setting("adamw", "optimizer")
-    lr: float = _setting(3e-4, "peak learning rate")
-    weight_decay: float = _setting(1e-4, "weight decay")
-    epochs: int = _setting(20, "epochs per fold")
-    val_every: int = _setting(1, "validate every N epochs (and always after the last); "
-                              "best.pt is the best validated epoch")
-    warmup_epochs: float = _setting(1.0, "linear warm-up, in epochs, before the cosine decay")
-    batch_size: int = _setting(8, "images per batch (per process under torchrun)")
-    crop: tuple[int, int] | None = _setting((256, 384), "random training crop HEIGHTxWIDTH "
-                                            "after scaling, or none")
-    scale: float = _setting(1.0, "input scale of the 256x1600 images, e.g. 0.5")
-    augment: Augment = _setting("flips", "training augmentation preset: none; flips; light "
-                                "(+ mild brightness, contrast, gamma); strong (+ brightness "
-                                "x0.3-1.8, gamma, noise, blur, JPEG, shifts)")
-    workers: int = _setting(4, "DataLoader worker processes")
-    amp: Amp = _setting("auto", "mixed precision on CUDA (auto: bf16 where fast, else fp16)")
-    channels_last: bool = _setting(True, "channels-last memory format")
-    seed: int = _setting(0, "random seed (order, augmentation, initialisation)")
-    max_steps: int | None = _setting(None, "stop each fold after this many steps (smoke runs)")
-    limit_images: int | None = _setting(None, "use only this many training images per fold")
-    skip_bad_images: bool = _setting(False, "skip unreadable images with a warning")
-    device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
-    quiet: bool = _setting(False, "no progress bars")
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for item in fields(self):
-            allowed, value = choices(hints[item.name]), getattr(self, item.name)
-            if allowed and value not in allowed and value is not None:
-                raise ValueError(f"--{_flag(item.name)} {value!r} is not valid; valid values: "
-                                 f"{', '.join(allowed)}")
-        if not DEVICE_RE.fullmatch(self.device):
-            raise ValueError(f"--device {self.device!r} is not valid; valid values: auto, cpu, "
-                             "cuda, cuda:N")
-        for name in ("epochs", "batch_size", "val_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
-        if self.gate and not self.cls_weight > 0:
-            raise ValueError(f"--gate needs --cls-weight > 0 (got {self.cls_weight}): the "
-                             "presence head learns only from that term")
-        for name in ("workers", "warmup_epochs", "weight_decay", "seed", "cls_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.background_prior is not None and not 0.0 < self.background_prior < 1.0:
-            raise ValueError(f"--background-prior must be in (0, 1), got {self.background_prior}")
-
-    def as_dict(self) -> dict:
-        """JSON- and checkpoint-safe dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Inverse of ``as_dict``; unknown keys are an error naming them."""
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**fixed)
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def check_device(device: str) -> None:
+    """Refuse a device name other than auto, cpu, cuda or cuda:N."""
+    if not DEVICE_RE.fullmatch(device):
+        raise ValueError(f"--device {device!r} is not valid; valid values: auto, cpu, cuda, "
+                         "cuda:N")

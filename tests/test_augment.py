@@ -7,7 +7,7 @@ import torch
 from helpers import TINY_TRAIN, run_cli
 
 from pipeline import checkpoint
-from pipeline.config import TrainConfig
+from pipeline.training.config import TrainConfig
 from pipeline.data import augment
 
 

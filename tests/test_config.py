@@ -3,14 +3,14 @@ a run's checkpoints are found one way."""
 
 import dataclasses
 import re
-import typing
 
 import pytest
 
 from helpers import run_cli
 
-from pipeline import config
-from pipeline.config import RunPaths, TrainConfig
+from pipeline import settings
+from pipeline.config import RunPaths
+from pipeline.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -62,14 +62,13 @@ def test_train_help_gives_every_flag_a_meaning_default_and_choices(capsys):
             entries[first] = line
         elif line.startswith("    ") and entries:
             entries[first] += " " + line.strip()
-    hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         entry = " ".join(entries[flag].split())
         assert field.metadata["help"].split()[0] in entry, flag
         if field.name not in ("data_dir", "run_dir"):
             assert "(default: " in entry and "default: None" not in entry, flag
-        allowed = config.choices(hints[field.name])
+        allowed = settings.field_choices(field)
         if allowed:
             assert "{" + ",".join(allowed) + "}" in entry, flag
     assert "(default: 256x384)" in entries["--crop"]

@@ -398,10 +398,12 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
     import json
     from pipeline import fileio
     from pipeline.inference import oof
+    from pipeline.inference.config import InferenceConfig
     from pipeline.inference.postprocess import PostProcess
+    CPU = InferenceConfig(device="cpu", quiet=True)
     run = tmp_path / "run"
     monkeypatch.setattr(oof, "collect", lambda *a, **k: oof_of(0))
-    oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
+    oof.run_cv(str(run), str(tmp_path), CPU, [0])
     files = sorted(p for p in run.rglob("*") if p.is_file())
     old = {p: p.read_bytes() for p in files}
     assert {p.name for p in files} == {"confusion_default.png", "confusion_tuned.png",
@@ -419,7 +421,7 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
 
     monkeypatch.setattr(fileio, "atomic_path", dying)
     with pytest.raises(KeyboardInterrupt):
-        oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
+        oof.run_cv(str(run), str(tmp_path), CPU, [0])
     assert calls[-1] == ["confusion_default.png", "confusion_tuned.png", "min_area.png",
                          "cv.json", "postprocess.json"][kill_at - 1]
     settings = run / "postprocess.json"
@@ -429,6 +431,6 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
         assert kill_at == 5    # a new report only once every picture is new
     assert not list(run.rglob("*.tmp"))
     monkeypatch.setattr(fileio, "atomic_path", real)
-    report = oof.run_cv(str(run), str(tmp_path), [0], device="cpu", quiet=True)
+    report = oof.run_cv(str(run), str(tmp_path), CPU, [0])
     assert PostProcess.load(settings) == PostProcess(**report["postprocess"])
     assert settings.read_bytes() != old[settings]        # the seeds tune differently

@@ -19,7 +19,7 @@ import pytest
 import torch
 from fake_kaggle import COMPETITION, ETAG, KEY, TOKEN, USERNAME, fake_kaggle_fixture  # noqa: F401
 
-from pipeline import checkpoint, cli, config, console, options
+from pipeline import checkpoint, cli, config, console
 from pipeline.kaggle import api, transfer
 
 SAMPLE = "ImageId,EncodedPixels,ClassId\nc.jpg,1 409600,0\nd.jpg,1 409600,0\n"
@@ -51,9 +51,9 @@ def entries() -> dict:
 
 def run(*argv: str) -> int:
     """One subcommand through the CLI's parser and handler, its errors raised, not printed."""
-    args = options.build_parser().parse_args(argv)
+    args = cli.parse(list(argv))
     console.setup()
-    return cli.HANDLERS[args.command](args)
+    return args.handler(args)
 
 
 def entry_point() -> list[str]:

@@ -14,7 +14,7 @@ import requests
 from fake_kaggle import COMPETITION, TOKEN, USERNAME, fake_kaggle_fixture  # noqa: F401
 from test_kaggle import kernel_dir, run, submission_dirs_fixture  # noqa: F401
 
-from pipeline import checkpoint, cli, options
+from pipeline import checkpoint, cli
 from pipeline.kaggle import api
 
 KERNEL, WEIGHTS = "tester/severstal-offline", "tester/severstal-weights"
@@ -87,7 +87,7 @@ def test_the_wait_gives_up_with_the_state_and_fails_only_on_error(fake_kaggle, s
     fake_kaggle.submission_statuses = ["PENDING", "ERROR"]
     assert cli.main(submit) == 1
     assert "failed to score: Notebook Threw Exception" in capsys.readouterr().err
-    assert options.build_parser().parse_args(["submit"]).timeout == 12 * 3600
+    assert cli.build_parser().parse_args(["submit"]).timeout == 12 * 3600
 
 
 def test_an_old_client_is_named_with_the_fix_before_any_call(fake_kaggle, tmp_path):

@@ -13,6 +13,7 @@ from helpers import TINY_TRAIN, run_cli, train_tiny
 
 from pipeline.kaggle import pack, transfer
 from pipeline.config import RunPaths
+from pipeline.inference.config import InferenceConfig
 from pipeline.inference.postprocess import PostProcess
 
 
@@ -105,7 +106,7 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
     transfer.stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
                            "me/severstal-weights", "Severstal weights", weights)
     script = pack.build(tmp_path / "kernels" / "k", "me/severstal-kernel", None,
-                        "me/severstal-weights", "test", compile_models=compile_models)
+                        "me/severstal-weights", "test", InferenceConfig(compile=compile_models))
     working, elsewhere, site = (tmp_path / f"{name}-{layout}"
                                 for name in ("working", "elsewhere", "site"))
     for folder in (working, elsewhere, site):
@@ -169,4 +170,49 @@ def test_kernel_runs_a_gated_unet_without_smp_or_timm(tmp_path):
                                      blocked=("segmentation_models_pytorch", "timm"))
     assert sorted(p.name for p in weights.glob("fold*")) == ["fold0.pt", "fold0.pt2",
                                                              "fold1.pt", "fold1.pt2"]
+    assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_kernel_predicts_with_the_tta_cv_tuned_with(tmp_path, caplog):
+    """cv --tta hflip records hflip with the tuned post-processing; predict and the packed
+    kernel then use it by default and write the same bytes as predict --tta hflip."""
+    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
+    assert run_cli("cv", "--data-dir", data, "--run-dir", run, "--tta", "hflip",
+                   "--workers", 0, "--quiet") == 0
+    assert PostProcess.load(run / "postprocess.json").inference == {"tta": "hflip",
+                                                                    "decode": "scaled"}
+    outputs = {}
+    for name, flags in (("hflip", ["--tta", "hflip"]), ("recorded", []), ("none", ["--tta",
+                                                                                 "none"])):
+        caplog.clear()
+        assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out",
+                       tmp_path / f"{name}.csv", "--workers", 0, "--quiet", *flags) == 0
+        outputs[name] = (tmp_path / f"{name}.csv").read_bytes()
+        warned = "--tta none differs from --tta hflip" in caplog.text
+        assert warned == (name == "none"), caplog.text
+    assert outputs["recorded"] == outputs["hflip"]
+    out, _, working = run_kernel(tmp_path, data, run)
+    assert "inference: tta hflip, decode scaled" in out
+    assert (working / "submission.csv").read_bytes() == outputs["hflip"]
+
+
+@pytest.mark.slow
+def test_the_compiled_kernel_runs_an_exported_zoo_model(tmp_path):
+    """make kernel KERNEL_ARGS=--compile with a zoo model: the exported program (which refuses
+    .eval()) compiles, and the kernel writes what compiled predict writes."""
+    data = tmp_path / "data"
+    assert run_cli("synth", "--out", data, "--n-train", 8, "--n-test", 2, "--seed", 6,
+                   "--workers", 1, "--quiet") == 0
+    run = tmp_path / "run"
+    assert run_cli("folds", "--data-dir", data, "--run-dir", run, "--n-folds", 2) == 0
+    assert run_cli("train", "--data-dir", data, "--run-dir", run, "--model", "unet",
+                   "--fold", 0, "--epochs", 1, "--max-steps", 1, *TINY_TRAIN) == 0
+    PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
+                   "--workers", 0, "--compile", "--quiet") == 0
+    out, weights, working = run_kernel(tmp_path, data, run, compile_models=True,
+                                       blocked=("segmentation_models_pytorch", "timm"))
+    assert sorted(p.name for p in weights.glob("fold*")) == ["fold0.pt", "fold0.pt2"]
+    assert "compiled at the first batch" in out and "compile on" in out
     assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()

@@ -13,7 +13,7 @@ import torch
 from helpers import run_cli
 
 from pipeline import checkpoint, fileio
-from pipeline.config import TrainConfig
+from pipeline.training.config import TrainConfig
 from pipeline.data import synthetic
 from pipeline.training import train
 

@@ -12,6 +12,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from pipeline import stages
 from pipeline.config import DataPaths, RunPaths
+from pipeline.inference.config import InferenceConfig
 from pipeline.inference import predict
 from pipeline.kaggle import pack
 
@@ -77,19 +78,20 @@ def test_compiled_ensemble_matches_eager_and_compiles_once(tiny, caplog):
     paths, checkpoints = DataPaths(data), RunPaths(run).find_checkpoints([0])
     device = torch.device("cpu")
     eager = predict.load_models(checkpoints, device)
-    compiled = predict.load_models(checkpoints, device, compile_models=True)
+    compiled = predict.load_models(checkpoints, device, InferenceConfig(compile=True))
     assert compiled.compiled and not eager.compiled
     ids = sorted(p.name for p in paths.test_images.iterdir())
     assert len(ids) == 3   # batches of 2: the last one is padded to keep one input shape
+    small = InferenceConfig(batch_size=2, workers=0, quiet=True)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()   # other tests' compilations count there too
     with caplog.at_level(logging.INFO):
         got = [b for b in predict.iterate_probabilities(
-            compiled, predict.make_loader(paths.test_images, ids, compiled.input_scale, 2, 0),
-            device, quiet=True, desc="compiled")]
+            compiled, predict.make_loader(paths.test_images, ids, compiled.input_scale, small),
+            device, small, desc="compiled")]
     want = [b for b in predict.iterate_probabilities(
-        eager, predict.make_loader(paths.test_images, ids, eager.input_scale, 2, 0), device,
-        quiet=True)]
+        eager, predict.make_loader(paths.test_images, ids, eager.input_scale, small), device,
+        small)]
     assert [len(b.image_ids) for b in got] == [2, 1]
     for a, b in zip(got, want):
         assert a.probs.shape == b.probs.shape
@@ -102,9 +104,11 @@ def test_compiled_ensemble_matches_eager_and_compiles_once(tiny, caplog):
 def test_the_kernel_carries_its_compile_setting(tmp_path):
     refs = ("me/severstal-kernel", None, "me/severstal-weights", "1.0")
     plain = pack.build(tmp_path / "a", *refs)
-    compiled = pack.build(tmp_path / "b", *refs, compile_models=True)
-    assert "SETTINGS = {'compile_models': False}" in plain.read_text()
-    assert "SETTINGS = {'compile_models': True}" in compiled.read_text()
+    compiled = pack.build(tmp_path / "b", *refs, InferenceConfig(compile=True, batch_size=4))
+    assert "'compile': False" in plain.read_text() and "'batch_size': 8" in plain.read_text()
+    assert "'compile': True" in compiled.read_text()
+    assert "'batch_size': 4" in compiled.read_text()
+    assert "'tta'" not in compiled.read_text()   # TTA comes with the weights
     assert "kernel.main(STARTED, **SETTINGS)" in compiled.read_text()
 
 

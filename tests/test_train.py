@@ -14,7 +14,7 @@ import torch
 from helpers import run_cli
 
 from pipeline import checkpoint
-from pipeline.config import TrainConfig
+from pipeline.training.config import TrainConfig
 from pipeline.data import synthetic
 from pipeline.data.dataset import SteelDataset, Transform, collate
 from pipeline.models.losses import build_loss

@@ -17,6 +17,7 @@ from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolv
     resolve_run_dir
 from pipeline.data import folds, images, labels
 from pipeline.inference import postprocess, predict, reports, tuning
+from pipeline.inference.config import InferenceConfig
 from pipeline.stages import stage
 
 
@@ -73,7 +74,7 @@ class OOFAccumulator:
         return np.concatenate(self._presence) if self._presence else None
 
 
-def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict,
+def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: InferenceConfig,
             min_component: tuple[int, ...], n_overlays: int, context: distributed.Context,
             shift=None, thresholds: tuple[float | None, ...] | None = None, label: str = "OOF",
             limit: int | None = None, loaded: dict | None = None, lines: bool = True):
@@ -89,8 +90,7 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
     accumulator, examples, infos = None, [], []
     for fold, path in zip(fold_ids, run.find_checkpoints(fold_ids)):
         if path not in loaded:
-            loaded[path] = predict.load_models([path], context.device,
-                                               compile_models=settings["compile"])
+            loaded[path] = predict.load_models([path], context.device, settings)
         ensemble = loaded[path]
         infos.append(ensemble.infos[0].as_dict())
         if infos[0]["head"] != infos[-1]["head"] or infos[0]["gate"] != infos[-1]["gate"]:
@@ -100,11 +100,9 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
             ensemble.head, thresholds or tuning.default_thresholds(ensemble.head), min_component)
         val_ids = folds.split_ids(split, fold)[1][:limit]
         loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
-                                     settings["batch_size"], settings["workers"], rles, shift,
-                                     settings["decode"])
-        for batch in predict.iterate_probabilities(
-                ensemble, loader, context.device, settings["tta"], settings["amp"],
-                settings["quiet"], desc=f"{label} fold {fold}", line=lines):
+                                     settings, rles, shift)
+        for batch in predict.iterate_probabilities(ensemble, loader, context.device, settings,
+                                                   desc=f"{label} fold {fold}", line=lines):
             accumulator.add(batch.image_ids, batch.probs, batch.masks, batch.presence)
             for i in np.flatnonzero(batch.masks.flatten(1).any(dim=1).cpu().numpy()):
                 if len(examples) < n_overlays:
@@ -114,21 +112,18 @@ def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: dict
     return accumulator, examples, infos
 
 
-def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None = None,
-           tta: str = "none", batch_size: int = 8, workers: int = 2,
-           min_component: tuple[int, ...] = (0,) * N_CLASSES, n_overlays: int = 4,
-           device: str = "auto", amp: str = "auto", quiet: bool = False,
-           compile_models: bool = False, decode: str = "scaled") -> dict:
+def run_cv(run_dir: str | None, data_dir: str | None,
+           settings: InferenceConfig = InferenceConfig(), fold_ids: list[int] | None = None,
+           min_component: tuple[int, ...] = (0,) * N_CLASSES, n_overlays: int = 4) -> dict:
     """OOF predictions of every fold's best model, tuning, reports; returns the cv.json dict.
+    The settings that change the probabilities are recorded with the tuned post-processing.
 
     Writes the pictures, then ``reports/cv.json``, then ``postprocess.json`` (each atomically).
     """
     paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
     if fold_ids is None:
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
-    context = distributed.setup(device)
-    settings = {"tta": tta, "batch_size": batch_size, "workers": workers, "amp": amp,
-                "quiet": quiet, "compile": compile_models, "decode": decode}
+    context = distributed.setup(settings.device)
     accumulator, examples, infos = collect(run, paths, fold_ids, settings, min_component,
                                            n_overlays, context)
     counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
@@ -145,8 +140,10 @@ def run_cv(run_dir: str | None, data_dir: str | None, fold_ids: list[int] | None
                                  chosen.presence)
     params = postprocess.PostProcess(head=head, min_area=chosen.min_area,
                                      threshold=[thresholds[k] for k in chosen.threshold_index],
-                                     min_component=min_component, presence=chosen.presence)
-    report = {"folds": fold_ids, "n_images": len(accumulator.image_ids), "tta": tta,
+                                     min_component=min_component, presence=chosen.presence,
+                                     inference=settings.recorded())
+    report = {"folds": fold_ids, "n_images": len(accumulator.image_ids),
+              "tta": settings.tta, "inference": settings.as_dict(),
               "default": default.as_dict(), "tuned": tuned.as_dict(),
               "postprocess": dict(params.__dict__), "models": infos,
               "grid": {"presence": list(gates), "thresholds": list(thresholds),

@@ -12,7 +12,6 @@ and, for a model with a gate, the class is empty where its presence probability 
 from __future__ import annotations
 
 import json
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,8 +20,9 @@ import numpy as np
 import torch
 
 from pipeline import fileio, metrics
-from pipeline.config import N_CLASSES, Head
+from pipeline.config import N_CLASSES
 from pipeline.models.forward import default_masks
+from pipeline.models.registry import HEADS
 
 
 def _per_class(value: object, name: str, kind: type) -> tuple:
@@ -48,9 +48,8 @@ class PostProcess:
         return any(p is not None for p in self.presence)
 
     def __post_init__(self) -> None:
-        if self.head not in typing.get_args(Head):
-            raise ValueError(f"unknown head {self.head!r}; valid heads: "
-                             f"{', '.join(typing.get_args(Head))}")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; valid heads: {', '.join(HEADS)}")
         object.__setattr__(self, "threshold", _per_class(self.threshold, "threshold", float))
         object.__setattr__(self, "min_area", _per_class(self.min_area, "min_area", int))
         object.__setattr__(self, "min_component",

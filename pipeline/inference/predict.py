@@ -26,13 +26,12 @@ from pipeline.data import images as image_files
 from pipeline.data import rle
 from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
 from pipeline.inference import postprocess, submission
+from pipeline.inference.config import TTA_MODES, InferenceConfig
 from pipeline.models import forward
 from pipeline.models.registry import ModelInfo, model_info, rebuild
 from pipeline.stages import stage
 
 log = logging.getLogger(__name__)
-
-TTA_MODES = {"none": ((),), "hflip": ((), (3,)), "hvflip": ((), (3,), (2,), (2, 3))}
 
 
 class Batch(NamedTuple):
@@ -84,10 +83,10 @@ class Ensemble:
         return len(self.models)
 
 
-def load_models(paths: list[Path], device: torch.device, channels_last: bool = True,
-                compile_models: bool = False) -> Ensemble:
-    """The ensemble of the checkpoints, refusing models of different heads or gates;
-    ``compile_models``: run them through ``forward.compile_for_inference`` (compiled at the
+def load_models(paths: list[Path], device: torch.device,
+                settings: InferenceConfig = InferenceConfig()) -> Ensemble:
+    """The ensemble of the checkpoints, refusing models of different heads or gates; with
+    ``settings.compile`` they run through ``forward.compile_for_inference`` (compiled at the
     first batch)."""
     if not paths:
         raise ValueError("no checkpoints given: train first or pass --checkpoints")
@@ -107,10 +106,10 @@ def load_models(paths: list[Path], device: torch.device, channels_last: bool = T
                              f"{first[0]} {'has' if first[1].gate else 'has none'}: ensemble "
                              "gated models with gated models only")
         model = model.to(device)
-        if channels_last:
+        if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         models.append(model)
-    if not compile_models:
+    if not settings.compile:
         return Ensemble(tuple(models))
     return Ensemble(tuple(models), tuple(forward.compile_for_inference(m) for m in models))
 
@@ -157,18 +156,18 @@ def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = 
 
 
 def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.device,
-                          tta: str = "none", amp: str = "auto", quiet: bool = False,
+                          settings: InferenceConfig = InferenceConfig(),
                           desc: str = "predict", line: bool = True) -> Iterator[Batch]:
     """Yield a ``Batch`` of ids, probabilities, presence and true masks per loader batch; at
     the end (``line``) log one line: images, seconds, images/s and the first batch's time
     (which includes compiling a compiled ensemble)."""
     start, first, n_images = time.perf_counter(), None, 0
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet or None):
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=settings.quiet or None):
         images = to_model_input(batch["image"], device)
         n = len(images)
         if ensemble.compiled and n < loader.batch_size:  # one input shape: no recompilation
             images = torch.cat([images, images[-1:].expand(loader.batch_size - n, -1, -1, -1)])
-        probs, presence = ensemble_probabilities(ensemble, images, tta, amp)
+        probs, presence = ensemble_probabilities(ensemble, images, settings.tta, settings.amp)
         probs, presence = probs[:n], None if presence is None else presence[:n]
         masks = batch["masks"].to(device) if "masks" in batch else None
         first = time.perf_counter() - start if first is None else first
@@ -181,30 +180,32 @@ def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.
                  ", compiling included" if ensemble.compiled else "")
 
 
-def make_loader(image_dir: Path, image_ids: list[str], scale: float, batch_size: int,
-                workers: int, rles=None, shift=None, decode: str = "scaled") -> DataLoader:
-    """Full images at ``scale``; masks at 256x1600 when ``rles`` is given; ``shift`` (see
-    ``data.shifts``) applied to each image as read; ``decode``: see ``Transform``."""
-    dataset = SteelDataset(image_dir, image_ids, rles, Transform(scale=scale, decode=decode),
-                           full_masks=True, shift=shift)
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available())
+def make_loader(image_dir: Path, image_ids: list[str], scale: float,
+                settings: InferenceConfig = InferenceConfig(), rles=None,
+                shift=None) -> DataLoader:
+    """Full images at ``scale``, batched and decoded as ``settings`` say (see ``Transform``);
+    masks at 256x1600 when ``rles`` is given; ``shift`` (see ``data.shifts``) applied to each
+    image as read."""
+    dataset = SteelDataset(image_dir, image_ids, rles,
+                           Transform(scale=scale, decode=settings.decode), full_masks=True,
+                           shift=shift)
+    return DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.n_workers,
+                      collate_fn=collate, pin_memory=torch.cuda.is_available())
 
 
 def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
                  params: postprocess.PostProcess, context: distributed.Context,
-                 batch_size: int = 8, workers: int = 2, tta: str = "none", amp: str = "auto",
-                 quiet: bool = False, decode: str = "scaled") -> dict[str, list[str]]:
+                 settings: InferenceConfig = InferenceConfig()) -> dict[str, list[str]]:
     """``{image_id: [rle of class 1..4]}`` for this rank's share of the images."""
     if params.head != ensemble.head:
         raise ValueError(f"post-processing is for the {params.head} head but the checkpoints "
                          f"have the {ensemble.head} head: rerun `make cv` for these checkpoints")
     mine = image_ids[context.rank::context.world_size]
-    loader = make_loader(image_dir, mine, ensemble.input_scale, batch_size, workers,
-                         decode=decode)
+    loader = make_loader(image_dir, mine, ensemble.input_scale, settings)
     out: dict[str, list[str]] = {}
-    for batch in iterate_probabilities(ensemble, loader, context.device, tta, amp,
-                                       quiet or not context.is_main):
+    quiet = settings.quiet or not context.is_main
+    for batch in iterate_probabilities(ensemble, loader, context.device,
+                                       settings.replace(quiet=quiet)):
         with stage("postprocess"):
             masks = postprocess.class_masks(batch.probs, params, batch.presence).cpu().numpy()
         with stage("rle"):
@@ -215,17 +216,14 @@ def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
 
 def write_submission(ensemble: Ensemble, image_dir: Path, sample: submission.Sample,
                      params: postprocess.PostProcess, context: distributed.Context, out: Path,
-                     batch_size: int = 8, workers: int = 2, tta: str = "none",
-                     amp: str = "auto", quiet: bool = False,
-                     decode: str = "scaled") -> tuple[dict[str, list[str]], object] | None:
+                     settings: InferenceConfig = InferenceConfig(),
+                     ) -> tuple[dict[str, list[str]], object] | None:
     """Predict every sample image (sharded over ranks); on rank 0 write ``out``, validated
     before it replaces any previous file.
 
     Returns ``(rles by image, validated table)`` on rank 0, None on the other ranks.
     """
-    rles = predict_rles(ensemble, image_dir, sample.image_ids, params, context,
-                        batch_size=batch_size, workers=workers, tta=tta, amp=amp, quiet=quiet,
-                        decode=decode)
+    rles = predict_rles(ensemble, image_dir, sample.image_ids, params, context, settings)
     shards = distributed.gather(rles, context)
     if not context.is_main:
         return None

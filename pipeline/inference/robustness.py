@@ -18,6 +18,7 @@ from pipeline.config import N_CLASSES, RunPaths, code_version, resolve_data_dir,
     resolve_run_dir
 from pipeline.data import folds, shifts
 from pipeline.inference import oof, postprocess, tuning
+from pipeline.inference.config import with_recorded
 from pipeline.stages import stage
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ def score_shift(accumulator: oof.OOFAccumulator, params: postprocess.PostProcess
 
 
 def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] | None = None,
-                   fold_ids: list[int] | None = None, tta: str = "none", batch_size: int = 8,
-                   workers: int = 2, device: str = "auto", amp: str = "auto",
-                   quiet: bool = False, images_per_fold: int | None = None,
-                   compile_models: bool = False, decode: str = "scaled") -> dict:
-    """Every shift's OOF scores at the tuned post-processing; writes ``reports/robustness.png``
-    then ``reports/robustness.json`` and returns the JSON's dict. ``images_per_fold`` scores
-    only the first validation images of each fold (a quicker, noisier look)."""
+                   fold_ids: list[int] | None = None, requested: dict | None = None,
+                   images_per_fold: int | None = None) -> dict:
+    """Every shift's OOF scores at the tuned post-processing and the inference settings it was
+    tuned with (``requested``: inference settings by name, None or absent for the recorded or
+    default one); writes ``reports/robustness.png`` then ``reports/robustness.json`` and returns
+    the JSON's dict. ``images_per_fold`` scores only the first validation images of each fold
+    (a quicker, noisier look)."""
     if images_per_fold is not None and images_per_fold < 1:
         raise ValueError(f"--images-per-fold {images_per_fold}: pass 1 or more")
     paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
@@ -66,9 +67,8 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
     names = list(shifts.SHIFTS) if names is None else names
     if fold_ids is None:
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
-    context = distributed.setup(device)
-    settings = {"tta": tta, "batch_size": batch_size, "workers": workers, "amp": amp,
-                "quiet": quiet, "compile": compile_models, "decode": decode}
+    settings = with_recorded(requested or {}, params.inference, str(run.postprocess_json))
+    context = distributed.setup(settings.device)
     thresholds = tuple(dict.fromkeys(params.threshold))   # only the tuned ones are counted
     results, loaded = [], {}
     for i, name in enumerate(names, 1):
@@ -82,7 +82,8 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
         log.info("shift %d/%d %s: score %.4f, all-empty %.4f, margin %+.4f (%d images, %.1f s)",
                  i, len(names), name, result["score"], result["all_empty_baseline"],
                  result["margin"], result["n_images"], result["seconds"])
-    report = {"folds": fold_ids, "tta": tta, "images_per_fold": images_per_fold,
+    report = {"folds": fold_ids, "tta": settings.tta, "inference": settings.as_dict(),
+              "images_per_fold": images_per_fold,
               "postprocess": asdict(params), "shifts": results,
               "below_baseline": [r["name"] for r in results if r["below_baseline"]],
               "code_version": code_version()}

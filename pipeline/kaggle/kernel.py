@@ -27,17 +27,19 @@ def find_dir(root: Path, marker: str, max_depth: int = 4) -> Path:
                             "competition data and the weights dataset to the kernel")
 
 
-def main(started: float | None = None, compile_models: bool = False) -> int:
+def main(started: float | None = None, inference: dict | None = None) -> int:
     """Predict the competition's test set with the attached weights; 0 on success.
 
     ``started``: the script's start (``time.time()``), for the start-up overhead it reports;
-    ``compile_models``: run ``torch.compile``d models (``make kernel KERNEL_ARGS=--compile``).
+    ``inference``: the inference settings chosen at ``make kernel`` (batch size, workers,
+    precision, compile); TTA and decode are those recorded in the weights' postprocess.json.
     """
     import torch
 
     import pipeline
     from pipeline import console, distributed
     from pipeline.inference import postprocess, predict, submission
+    from pipeline.inference.config import with_recorded
 
     console.setup()
 
@@ -48,19 +50,24 @@ def main(started: float | None = None, compile_models: bool = False) -> int:
     weights_dir = find_dir(input_root, "postprocess.json")
     checkpoints = sorted(weights_dir.glob("*.pt"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    params = postprocess.PostProcess.load(weights_dir / "postprocess.json")
+    settings = with_recorded({**(inference or {}), "device": device,
+                              "quiet": not sys.stderr.isatty()}, params.inference,
+                             str(weights_dir / "postprocess.json"))
     print(f"pipeline {pipeline.__version__} from {Path(pipeline.__file__).parent}")
     print(f"data {data_dir}, weights {weights_dir} ({len(checkpoints)} checkpoints), {device}")
+    print(f"inference: {settings.describe()} (recorded by cv), batch size {settings.batch_size}, "
+          f"workers {settings.n_workers}, amp {settings.amp}, compile "
+          f"{'on' if settings.compile else 'off'}")
     sample = submission.read_sample(data_dir / "sample_submission.csv")
     predict.check_test_images(data_dir / "test_images", sample.image_ids, sample.path)
     context = distributed.setup(device)
-    ensemble = predict.load_models(checkpoints, context.device, compile_models=compile_models)
-    params = postprocess.PostProcess.load(weights_dir / "postprocess.json")
+    ensemble = predict.load_models(checkpoints, context.device, settings)
     print(f"start-up {time.time() - started:.2f} s (bootstrap, imports, {len(ensemble)} models "
-          f"loaded{', compiled at the first batch' if compile_models else ''}); predicting "
+          f"loaded{', compiled at the first batch' if settings.compile else ''}); predicting "
           f"{len(sample.image_ids)} images")
     out = working / "submission.csv"
     _, table = predict.write_submission(ensemble, data_dir / "test_images", sample, params,
-                                        context, out, batch_size=8, workers=2, amp="auto",
-                                        quiet=not sys.stderr.isatty())
+                                        context, out, settings)
     print(f"wrote {out}: {len(table)} rows in {time.time() - started:.1f} s")
     return 0

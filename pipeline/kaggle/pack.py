@@ -17,15 +17,20 @@ from pathlib import Path
 
 from pipeline import fileio
 from pipeline.config import COMPETITION
+from pipeline.inference.config import InferenceConfig
 from pipeline.kaggle import api
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # What inference needs, and only that: the ground floor, data, models, inference, the kernel.
 # Training, the CLI and the Kaggle client stay out (a test checks that the imports close).
-KERNEL_PARTS = ("__init__.py", "config.py", "fileio.py", "checkpoint.py", "metrics.py",
+KERNEL_PARTS = ("__init__.py", "config.py", "settings.py", "fileio.py", "checkpoint.py",
+                "metrics.py",
                 "stages.py", "distributed.py", "plotting.py", "console.py", "data/", "models/",
                 "inference/", "kaggle/__init__.py", "kaggle/kernel.py")
 SCRIPT_NAME = "severstal_kernel.py"
+# What `make kernel` chooses; TTA and decode ride with the weights (postprocess.json), the
+# device is Kaggle's GPU when there is one.
+KERNEL_SETTINGS = ("batch_size", "workers", "amp", "compile", "channels_last")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 BOOTSTRAP = '''\
@@ -89,12 +94,13 @@ def package_zip(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, int]:
 
 
 def kernel_script(version: str, package_dir: Path = PACKAGE_DIR,
-                  compile_models: bool = False) -> str:
-    """The text of the kernel script for the package in ``package_dir``; ``compile_models``:
-    the kernel runs ``torch.compile``d models."""
+                  settings: InferenceConfig = InferenceConfig()) -> str:
+    """The text of the kernel script for the package in ``package_dir``, with the inference
+    settings it runs (but TTA and decode, which come with the weights' postprocess.json)."""
     data, n_files = package_zip(package_dir)
     payload = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 100))
-    settings = repr({"compile_models": bool(compile_models)})
+    chosen = {k: v for k, v in settings.as_dict().items() if k in KERNEL_SETTINGS}
+    settings = repr({"inference": chosen})
     return BOOTSTRAP.format(n_files=n_files, version=version, payload=payload,
                             settings=settings)
 
@@ -128,11 +134,11 @@ def kernel_metadata(kernel_id: str, title: str | None, weights_dataset: str) -> 
 
 
 def build(out_dir: Path, kernel_id: str, title: str | None, weights_dataset: str,
-          version: str, compile_models: bool = False) -> Path:
+          version: str, settings: InferenceConfig = InferenceConfig()) -> Path:
     """Write ``out_dir/<script>`` and ``out_dir/kernel-metadata.json``; returns the script path."""
     metadata = kernel_metadata(kernel_id, title, weights_dataset)
     script = Path(out_dir) / SCRIPT_NAME
-    fileio.write_text(script, kernel_script(version, compile_models=compile_models))
+    fileio.write_text(script, kernel_script(version, settings=settings))
     fileio.write_text(Path(out_dir) / "kernel-metadata.json",
                       json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return script

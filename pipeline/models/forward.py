@@ -9,15 +9,13 @@ H100, L4) and fp16 on older ones (T4, P100: Kaggle's GPUs), and full precision o
 from __future__ import annotations
 
 import contextlib
-import typing
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import Amp
 
-AMP_MODES = typing.get_args(Amp)
+AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -43,8 +41,14 @@ def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManage
 def compile_for_inference(model: torch.nn.Module) -> Callable[..., object]:
     """``torch.compile`` of an eval-mode model for inference: static shapes, and "freezing"
     (weights become constants: BatchNorm folded into convolutions, weights prepacked for
-    oneDNN on the CPU). The model compiles at its first call, in ``torch.inference_mode``."""
-    return torch.compile(model.eval(), dynamic=False, options={"freezing": True})
+    oneDNN on the CPU). The model compiles at its first call, in ``torch.inference_mode``.
+    A ``torch.export`` program (a zoo model in the kernel) was traced in eval mode and refuses
+    ``.eval()``: it is compiled as it is."""
+    try:
+        model = model.eval()
+    except NotImplementedError:   # "Calling eval() is not supported yet" (exported program)
+        pass
+    return torch.compile(model, dynamic=False, options={"freezing": True})
 
 
 def check_input(images: torch.Tensor, stride: int) -> None:

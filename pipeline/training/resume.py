@@ -60,8 +60,18 @@ def restore(run: RunPaths, fold: int, device: torch.device,
     if len(rows) != state["epoch"] + 1 or rows[-1]["epoch"] != state["epoch"]:
         raise ValueError(f"{path}: epoch {state['epoch']} but {len(rows)} log rows; the file "
                          "is not a last.pt of this pipeline: train without --resume")
+    state["best_epoch"] = best_epoch
     if repair:
-        if best_epoch == state["epoch"]:
-            checkpoint.save(path.with_name("best.pt"), state)
-        history.write(run, fold, rows)
+        repair(run, fold, state, rows)
     return state, rows
+
+
+def repair(run: RunPaths, fold: int, state: dict, rows: list[dict]) -> None:
+    """Rewrite ``best.pt`` (when ``last.pt`` is the best epoch) and the logs from the state
+    and rows ``restore`` read, so they match ``last.pt``."""
+    if "best_epoch" not in state:   # an old last.pt without its rows: the logs are the rows
+        return
+    best_epoch = state.pop("best_epoch")
+    if best_epoch == state["epoch"]:
+        checkpoint.save(run.fold_dir(fold) / "best.pt", state)
+    history.write(run, fold, rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 
 import numpy as np
@@ -15,8 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from pipeline import distributed, fileio, metrics
-from pipeline.config import HEIGHT, WIDTH, RunPaths, TrainConfig, code_version, \
-    resolve_data_dir, resolve_run_dir
+from pipeline.config import HEIGHT, WIDTH, RunPaths, code_version, resolve_data_dir, \
+    resolve_run_dir
 from pipeline.data import folds, labels
 from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
 from pipeline.models import forward
@@ -24,6 +23,8 @@ from pipeline.models.losses import build_loss
 from pipeline.models.registry import build_model, model_info
 from pipeline.stages import stage
 from pipeline.training import lock
+from pipeline.training.config import TrainConfig, resume_conflicts
+from pipeline.training.optimizers import build_optimizer
 from pipeline.training import resume as resume_files
 
 log = logging.getLogger(__name__)
@@ -46,27 +47,6 @@ def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDatas
                          skip_bad_images=cfg.skip_bad_images),
             SteelDataset(paths.train_images, val_ids, rles, val_t, full_masks=True,
                          skip_bad_images=cfg.skip_bad_images))
-
-
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps_total: int):
-    """The optimizer and a linear warm-up + cosine LR schedule over ``steps_total`` steps."""
-    if cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9,
-                                    weight_decay=cfg.weight_decay, nesterov=True)
-    else:
-        raise ValueError(f"unknown --optimizer {cfg.optimizer!r}; valid: adamw, sgd")
-    warmup = max(1, round(cfg.warmup_epochs * steps_total / max(cfg.epochs, 1)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps_total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
@@ -194,10 +174,19 @@ def _start(cfg: TrainConfig, fold: int, run: RunPaths, objects: tuple, resume: b
     if context.is_main:
         for tmp in resume_files.remove_temps(run, fold):
             log.warning("removed %s, left by an interrupted write", tmp)
+    restored = resume_files.restore(run, fold, context.device, repair=False) if resume else None
+    if restored is not None:   # nothing is written before the saved settings are checked
+        conflicts = resume_conflicts(restored[0].get("config", {}), cfg)
+        if conflicts:
+            raise ValueError(f"--resume: {run.fold_dir(fold) / 'last.pt'} was trained with "
+                             f"other settings: {'; '.join(conflicts)}: pass the saved values "
+                             f"(--config {run.config_json}) or train into a new --run-dir")
+        if context.is_main:
+            resume_files.repair(run, fold, *restored)
+    if context.is_main:
         fileio.write_json(run.config_json, cfg.as_dict())
     if not resume:
         return 0, []
-    restored = resume_files.restore(run, fold, context.device, repair=context.is_main)
     if restored is None:
         log.warning("--resume: %s does not exist; fold %d starts at epoch 0",
                     run.fold_dir(fold) / "last.pt", fold)

@@ -1,0 +1,138 @@
+"""Evaluation commands: ``cv`` (out-of-fold scores and post-processing tuning), ``robustness``
+(the same under input shifts), ``compare`` (runs side by side), ``validate`` and ``score``
+(a submission file)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipeline import config, options
+from pipeline.data.shifts import SHIFTS
+from pipeline.inference.config import InferenceConfig
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``cv``, ``robustness``, ``compare``, ``validate`` and ``score``."""
+    cv = commands.add_parser("cv", help="out-of-fold scores and post-processing tuning")
+    options.add_data_dir(cv)
+    options.add_run_dir(cv)
+    options.add_fold(cv)
+    cv.add_argument("--min-component", type=options.per_class(int), default=[0] * 4,
+                    help="drop connected components smaller than this (pixels, per class)")
+    options.add_settings_flags(cv, InferenceConfig)
+    cv.set_defaults(handler=cv_command)
+
+    robustness = commands.add_parser(
+        "robustness", help="out-of-fold scores under input shifts vs the all-empty baseline")
+    options.add_data_dir(robustness)
+    options.add_run_dir(robustness)
+    robustness.add_argument("--shifts", default="all",
+                            help=f"'all' or shift names ({', '.join(SHIFTS)}), e.g. "
+                                 "none,blur,jpeg-q20 (default: all)")
+    options.add_fold(robustness)
+    robustness.add_argument("--images-per-fold", type=int, default=None,
+                            help="score only the first N validation images of each fold "
+                                 "(default: all)")
+    options.add_settings_flags(robustness, InferenceConfig,
+                               unset={"tta": "the run's, from cv", "decode": "the run's"})
+    robustness.set_defaults(handler=robustness_command)
+
+    compare = commands.add_parser("compare", help="compare the CV reports of several runs")
+    compare.add_argument("runs", nargs="+", help="run directories holding reports/cv.json")
+    compare.set_defaults(handler=compare_command)
+
+    validate = commands.add_parser("validate", help="check a submission against its sample")
+    validate.add_argument("submission", help="submission.csv to check")
+    validate.add_argument("--sample", required=True, help="the sample_submission.csv")
+    validate.set_defaults(handler=validate_command)
+
+    score = commands.add_parser("score", help="score a submission against known labels")
+    score.add_argument("submission", help="submission.csv to score")
+    score.add_argument("--sample", required=True, help="the sample_submission.csv")
+    score.add_argument("--truth", required=True,
+                       help="labels in train.csv format (test_truth.csv of synthetic data)")
+    score.add_argument("--json", action="store_true", help="print the scores as JSON")
+    score.set_defaults(handler=score_command)
+
+
+def cv_command(args: argparse.Namespace) -> int:
+    """Out-of-fold predictions, tuning, reports; print the report."""
+    from pipeline import fileio
+    from pipeline.inference import oof, reports
+
+    run = config.resolve_run_dir(args.run_dir)
+    fileio.check_writable(run.postprocess_json, "--run-dir")  # before the OOF predictions
+    fold_ids = None if args.fold == "all" else options.fold_ids(args.fold, run)
+    settings = options.settings_from_args(InferenceConfig, args)
+    report = oof.run_cv(args.run_dir, args.data_dir, settings, fold_ids,
+                        min_component=args.min_component)
+    print(reports.format_report(report))
+    print(f"wrote {run.reports / 'cv.json'}, {run.postprocess_json} and pictures in {run.reports}")
+    return 0
+
+
+def robustness_command(args: argparse.Namespace) -> int:
+    """OOF scores under every chosen shift; print the table."""
+    from pipeline.data import shifts
+    from pipeline.inference import robustness
+
+    run = config.resolve_run_dir(args.run_dir)
+    names = shifts.parse(args.shifts)
+    fold_ids = None if args.fold == "all" else options.fold_ids(args.fold, run)
+    report = robustness.run_robustness(args.run_dir, args.data_dir, names, fold_ids,
+                                       requested=_requested(args),
+                                       images_per_fold=args.images_per_fold)
+    print(robustness.format_table(report))
+    if report["below_baseline"]:
+        log.warning("below the all-empty baseline under shift(s): %s",
+                    ", ".join(report["below_baseline"]))
+    print(f"wrote {run.reports / 'robustness.json'} and {run.reports / 'robustness.png'}")
+    return 0
+
+
+def _requested(args: argparse.Namespace) -> dict:
+    """The inference flags as given: None where the run's recorded value applies."""
+    return {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """Print the runs' CV reports side by side."""
+    from pipeline.inference import reports
+
+    found = {}
+    for run_dir in args.runs:
+        path = config.resolve_run_dir(run_dir).reports / "cv.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: run `make cv RUN_DIR={run_dir}`")
+        found[Path(run_dir).name] = json.loads(path.read_text())
+    print(reports.compare_runs(found))
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """Check a submission against its sample."""
+    from pipeline.inference import submission
+
+    sample = submission.read_sample(Path(args.sample))
+    table = submission.validate(Path(args.submission), sample)
+    print(f"{args.submission}: valid {sample.format}-format submission, {len(table)} rows, "
+          f"{len(sample.image_ids)} images")
+    return 0
+
+
+def score_command(args: argparse.Namespace) -> int:
+    """Score a submission against known labels."""
+    from pipeline.data import labels
+    from pipeline.inference import submission
+
+    sample = submission.read_sample(Path(args.sample))
+    table = submission.validate(Path(args.submission), sample)
+    scores = submission.score(submission.to_predictions(table, sample),
+                              labels.read_labels(Path(args.truth)))
+    print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.table())
+    return 0

@@ -1,0 +1,91 @@
+"""``predict``: every fold's best model (or given checkpoints) -> a validated submission.csv, at
+the run's tuned post-processing and the inference settings it was tuned with."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline import config, distributed, options
+from pipeline.inference.config import InferenceConfig
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``predict``."""
+    predict = commands.add_parser("predict", help="checkpoints -> submission.csv",
+                                  description="Predict the test images; under torchrun the "
+                                  "images are sharded across processes.")
+    options.add_data_dir(predict)
+    options.add_run_dir(predict)
+    predict.add_argument("--sample", default=None,
+                         help="sample submission (default DATA_DIR/sample_submission.csv)")
+    predict.add_argument("--checkpoints", nargs="+", default=None,
+                         help="checkpoint files (default: every fold's best.pt)")
+    predict.add_argument("--out", default=str(config.DEFAULT_SUBMISSION),
+                         help="submission file to write")
+    predict.add_argument("--postprocess", default=None,
+                         help="post-processing JSON (default RUN_DIR/postprocess.json)")
+    predict.add_argument("--threshold", type=options.per_class(float), default=None,
+                         help="override pixel thresholds, e.g. 0.5 or argmax,0.5,0.5,0.5")
+    predict.add_argument("--min-area", type=options.per_class(int), default=None,
+                         help="override the empty-mask thresholds, e.g. 600,600,1000,2000")
+    predict.add_argument("--min-component", type=options.per_class(int), default=None,
+                         help="override the connected-component size limits")
+    options.add_settings_flags(predict, InferenceConfig,
+                               unset={"tta": "the one cv tuned with, else none",
+                                      "decode": "the one cv tuned with, else scaled"})
+    predict.set_defaults(handler=predict_command)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """Predict the test images into ``--out``; print what was written."""
+    from pipeline import fileio
+    from pipeline.inference import predict, submission
+    from pipeline.inference.config import with_recorded
+
+    fileio.check_writable(Path(args.out), "--out")  # before any image is predicted
+    paths, run = config.resolve_data_dir(args.data_dir), config.resolve_run_dir(args.run_dir)
+    sample = submission.read_sample(Path(args.sample) if args.sample else paths.sample_submission)
+    predict.check_test_images(paths.test_images, sample.image_ids, sample.path)
+    checkpoints = ([Path(p) for p in args.checkpoints] if args.checkpoints
+                   else run.find_checkpoints())
+    params, source = _postprocess(args, run)
+    requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+    settings = with_recorded(requested, params.inference if params else {}, str(source))
+    context = distributed.setup(settings.device)
+    ensemble = predict.load_models(checkpoints, context.device, settings)
+    params = _overridden(args, params or _default(source, ensemble.head))
+    written = predict.write_submission(ensemble, paths.test_images, sample, params, context,
+                                       Path(args.out), settings)
+    if written:
+        rles, table = written
+        n_defects = sum(bool(r) for image_rles in rles.values() for r in image_rles)
+        print(f"wrote {args.out}: {len(table)} rows, {len(rles)} images, {n_defects} predicted "
+              f"masks ({len(ensemble)} model(s), {settings.describe()}); validated against "
+              f"{sample.path}")
+    distributed.teardown(context)
+    return 0
+
+
+def _postprocess(args: argparse.Namespace, run: config.RunPaths):
+    """``(tuned post-processing or None, its path)``: --postprocess, else the run's file."""
+    from pipeline.inference.postprocess import PostProcess
+
+    path = Path(args.postprocess) if args.postprocess else run.postprocess_json
+    return (PostProcess.load(path) if args.postprocess or path.is_file() else None), path
+
+
+def _default(path: Path, head: str):
+    from pipeline.inference.postprocess import PostProcess
+
+    log.warning("%s not found (run `make cv`); using default post-processing", path)
+    return PostProcess(head=head)
+
+
+def _overridden(args: argparse.Namespace, params):
+    overrides = {name: getattr(args, name) for name in ("threshold", "min_area", "min_component")
+                 if getattr(args, name) is not None}
+    return params.replace(**overrides) if overrides else params
