@@ -20,8 +20,6 @@ e.g. ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import time
 from typing import Callable
@@ -30,6 +28,7 @@ import torch
 import torch._inductor.config
 
 from pipeline.config import HEIGHT, WIDTH
+from pipeline.inference.runtime import keep_freed_memory
 from pipeline.models.losses import build_loss
 from pipeline.models.registry import build_model, forward_flops
 
@@ -54,16 +53,6 @@ def matmul_gflops(repeats: int) -> float:
         seconds = best_time(lambda: torch.mm(a, b), repeats)
         best = max(best, 2 * size ** 3 / seconds / 1e9)
     return best
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc malloc to reuse freed memory instead of mmap/munmap per large block."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name)
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
 
 
 def forward_rate(variant: str, batch: int, repeats: int) -> float:

@@ -1,20 +1,25 @@
 """Predict throughput and memory on CPU.
 
-1. Throughput at 256x1600 (FCN32-VGG11): model-only forward (pre-decoded tensors, same batches)
-   next to the end-to-end predict path (JPEG decode, ensemble, post-processing, RLE, CSV) in the
-   same run, eager and with ``--compile`` (channels-last, frozen weights), each as a fraction of
-   the machine's fp32 matmul-bound limit measured in the same run; the compile time is the
-   first batch's.
-2. ``--zoo``: each zoo model's compiled forward at 256x1600 with its FLOPs and an estimate of
+1. The user's predict: ``python -m pipeline predict --compile`` as a user runs it, one process
+   per run, timed on 8 and on 40 full-size images; the marginal images/s (start-up, loading and
+   compiling cancel out) as a fraction of the fp32 matmul-bound limit measured in the same run,
+   median of the rounds with the spread.
+2. In this process, at 256x1600 (FCN32-VGG11): model-only forward (pre-decoded tensors, same
+   batches) next to the end-to-end predict path (JPEG decode, ensemble, post-processing, RLE,
+   CSV) in the same run, eager and with ``--compile`` (channels-last, frozen weights), each as
+   a fraction of the machine's fp32 matmul-bound limit measured in the same run; the compile
+   time is the first batch's.
+3. ``--zoo``: each zoo model's compiled forward at 256x1600 with its FLOPs and an estimate of
    its memory traffic (every convolution's output written and read once, plus the weights),
    against the measured matmul rate and memory bandwidth: the limit that binds is the larger
    of FLOPs / rate and bytes / bandwidth.
-3. Peak RSS of `predict` on 100 vs 1,000 test images and of `cv` on 200 vs 1,000 training images
+4. Peak RSS of `predict` on 100 vs 1,000 test images and of `cv` on 200 vs 1,000 training images
    (separate processes, quarter resolution to keep it short: memory flatness does not depend
    on the input size).
 
 The checkpoints are freshly initialised models (speed and memory do not depend on the
-weights). glibc is asked to keep freed memory, as ``bench_model_cpu.py`` explains.
+weights). glibc is asked to keep freed memory (``pipeline.inference.runtime``), as predict,
+cv, robustness and the kernel themselves do.
 Run: python bench/bench_predict.py [--images 32] [--rounds 3] [--zoo] [--skip-rss]
 """
 
@@ -30,13 +35,14 @@ from pathlib import Path
 
 import torch
 
-from bench_model_cpu import keep_freed_memory, matmul_gflops
+from bench_model_cpu import matmul_gflops
 from pipeline import checkpoint, cli, distributed
 from pipeline.config import HEIGHT, WIDTH
 from pipeline.data import synthetic
 from pipeline.data.dataset import SteelDataset, Transform
 from pipeline.inference import postprocess, predict, submission
 from pipeline.inference.config import InferenceConfig
+from pipeline.inference.runtime import keep_freed_memory
 from pipeline.models import forward
 from pipeline.models.registry import MODELS, build_model, forward_flops, model_info
 from pipeline.training.config import TrainConfig
@@ -56,7 +62,8 @@ def fake_checkpoint(path: Path, scale: float, fold: int = 0,
 
 def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds: int,
                compile_models: bool) -> dict:
-    """Model-only vs end-to-end images/s at 256x1600 on the same images, best of rounds."""
+    """Model-only vs end-to-end images/s at 256x1600 on the same images in this process,
+    median of rounds."""
     if not (root / "data").is_dir():
         synthetic.write_dataset(root / "data", n_train=1, n_test=n_images, seed=0, quiet=True)
     ckpt = root / "run" / "checkpoints" / "fold0" / "best.pt"
@@ -92,12 +99,55 @@ def throughput(root: Path, n_images: int, batch_size: int, workers: int, rounds:
         runner(images[:batch_size].contiguous(memory_format=torch.channels_last))
     first_batch = time.perf_counter() - start
     pairs = [(model_only(), end_to_end()) for _ in range(rounds)]
-    best_model, best_e2e = min(p[0] for p in pairs), min(p[1] for p in pairs)
+    mid_model, mid_e2e = (sorted(p[i] for p in pairs)[len(pairs) // 2] for i in (0, 1))
     return {"images": n_images, "batch": batch_size, "workers": workers, "rounds": rounds,
             "compiled": compile_models, "first_batch_s": first_batch,
-            "model_only_img_s": n_images / best_model, "end_to_end_img_s": n_images / best_e2e,
-            "overhead_pct": 100 * (best_e2e / best_model - 1),
+            "model_only_img_s": n_images / mid_model, "end_to_end_img_s": n_images / mid_e2e,
+            "model_only_spread": [n_images / max(p[0] for p in pairs),
+                                  n_images / min(p[0] for p in pairs)],
+            "overhead_pct": 100 * (mid_e2e / mid_model - 1),
             "overhead_pct_per_round": [100 * (e / m - 1) for m, e in pairs]}
+
+
+def user_predict(root: Path, sizes: tuple[int, int], rounds: int, compiled: bool) -> dict:
+    """Marginal images/s of ``python -m pipeline predict`` as a user runs it: one process per
+    run, on ``sizes[0]`` and ``sizes[1]`` full-size test images (start-up, model loading and
+    compiling cancel out in the difference); each round is one pair, median and spread."""
+    for n in sizes:
+        if not (root / f"user{n}" / "test_images").is_dir():
+            synthetic.write_dataset(root / f"user{n}", n_train=1, n_test=n, seed=3, quiet=True,
+                                    workers=1)
+    ckpt = root / "run" / "checkpoints" / "fold0" / "best.pt"
+    if not ckpt.is_file():
+        fake_checkpoint(ckpt, scale=1.0)
+
+    def seconds(n: int) -> float:
+        argv = [sys.executable, "-m", "pipeline", "predict", "--data-dir", str(root / f"user{n}"),
+                "--run-dir", str(root / "run"), "--out", str(root / f"user{n}.csv"),
+                "--threshold", "0.5", "--quiet", *(["--compile"] if compiled else [])]
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    pairs = [(seconds(sizes[0]), seconds(sizes[1])) for _ in range(rounds)]
+    rates = sorted((sizes[1] - sizes[0]) / (big - small) for small, big in pairs)
+    return {"sizes": list(sizes), "rounds": rounds, "compiled": compiled,
+            "seconds": [list(p) for p in pairs], "marginal_img_s": rates,
+            "median_img_s": rates[len(rates) // 2], "min_img_s": rates[0],
+            "max_img_s": rates[-1]}
+
+
+def user_line(result: dict, gflop: float, peak: float) -> str:
+    """One line of the user's predict: median marginal images/s and spread, as a fraction of
+    the limit."""
+    fraction = [r * gflop / peak for r in (result["median_img_s"], result["min_img_s"],
+                                           result["max_img_s"])]
+    kind = "--compile" if result["compiled"] else "eager"
+    return (f"python -m pipeline predict {kind}: {result['median_img_s']:.3f} images/s marginal "
+            f"({result['sizes'][0]} -> {result['sizes'][1]} images, median of "
+            f"{result['rounds']} pairs, spread {result['min_img_s']:.3f}-"
+            f"{result['max_img_s']:.3f}) = {fraction[0]:.2f} of the limit "
+            f"({fraction[1]:.2f}-{fraction[2]:.2f})")
 
 
 def break_even(eager: dict, compiled: dict) -> dict:
@@ -223,11 +273,16 @@ def main() -> None:
                         help="loader workers of the end-to-end path (default 0: on 2 cores a "
                         "worker takes compute from the model)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating model-only / end-to-end rounds; best of each")
+                        help="rounds (alternating model-only / end-to-end pairs, and user "
+                             "predict pairs); the median of each, with the spread")
     parser.add_argument("--no-eager", action="store_true", help="compiled rows only")
     parser.add_argument("--zoo", action="store_true", help="also every zoo model's forward")
     parser.add_argument("--zoo-only", action="store_true", help="the zoo rows alone")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--user-sizes", default="8,40",
+                        help="images of the two predict runs whose difference is timed")
+    parser.add_argument("--skip-user", action="store_true",
+                        help="skip timing `python -m pipeline predict` itself")
     args = parser.parse_args()
     args.zoo = args.zoo or args.zoo_only
     if args.images % args.batch_size:
@@ -241,6 +296,9 @@ def main() -> None:
             key = "compiled" if compiled else "eager"
             results[key] = throughput(Path(tmp), args.images, args.batch_size, args.workers,
                                       args.rounds, compiled)
+        if not (args.zoo_only or args.skip_user):
+            sizes = tuple(int(v) for v in args.user_sizes.split(","))
+            results["user_compiled"] = user_predict(Path(tmp), sizes, args.rounds, True)
         peak = max(peak_start, matmul_gflops(3))   # a busy neighbour lowers it, never raises
         print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.images} "
               f"images at 256x1600, {args.workers} loader workers, malloc "
@@ -251,10 +309,12 @@ def main() -> None:
             model, e2e = result["model_only_img_s"], result["end_to_end_img_s"]
             print(f"{key:9} model-only {model:.3f} images/s ({model * gflop / peak:.2f} of the "
                   f"limit); end-to-end {e2e:.3f} images/s ({e2e * gflop / peak:.2f}), overhead "
-                  f"{result['overhead_pct']:+.1f}% best vs best (rounds "
+                  f"{result['overhead_pct']:+.1f}% median vs median (rounds "
                   + ", ".join(f"{v:+.1f}%" for v in result["overhead_pct_per_round"])
                   + f"); first batch {result['first_batch_s']:.1f} s")
             result["fraction_of_limit"] = model * gflop / peak
+        if "user_compiled" in results:
+            print(user_line(results["user_compiled"], gflop, peak))
         if "eager" in results and "compiled" in results:
             results["compile_trade"] = break_even(results["eager"], results["compiled"])
             print(break_even_line(results["compile_trade"]))

@@ -183,8 +183,8 @@ def test_the_kernel_predicts_with_the_tta_cv_tuned_with(tmp_path, caplog):
     assert PostProcess.load(run / "postprocess.json").inference == {"tta": "hflip",
                                                                     "decode": "scaled"}
     outputs = {}
-    for name, flags in (("hflip", ["--tta", "hflip"]), ("recorded", []), ("none", ["--tta",
-                                                                                 "none"])):
+    runs = (("hflip", ["--tta", "hflip"]), ("recorded", []), ("none", ["--tta", "none"]))
+    for name, flags in runs:
         caplog.clear()
         assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out",
                        tmp_path / f"{name}.csv", "--workers", 0, "--quiet", *flags) == 0

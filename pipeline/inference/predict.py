@@ -25,7 +25,7 @@ from pipeline.config import HEIGHT, WIDTH
 from pipeline.data import images as image_files
 from pipeline.data import rle
 from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
-from pipeline.inference import postprocess, submission
+from pipeline.inference import postprocess, runtime, submission
 from pipeline.inference.config import TTA_MODES, InferenceConfig
 from pipeline.models import forward
 from pipeline.models.registry import ModelInfo, model_info, rebuild
@@ -90,6 +90,7 @@ def load_models(paths: list[Path], device: torch.device,
     first batch)."""
     if not paths:
         raise ValueError("no checkpoints given: train first or pass --checkpoints")
+    runtime.keep_freed_memory()   # the process policy inference runs under (see runtime)
     models, first = [], None
     for path in paths:
         with stage("load"):
