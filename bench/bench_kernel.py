@@ -24,7 +24,8 @@ from bench_predict import fake_checkpoint
 from pipeline.data import synthetic
 from pipeline.inference.postprocess import PostProcess
 from pipeline.config import RunPaths
-from pipeline.kaggle import pack, transfer
+from pipeline.kaggle import pack
+from pipeline.kaggle.weights import stage_weights
 
 # Kaggle's Python has torch but neither smp nor timm: make them unimportable in the kernel.
 BLOCKER = """
@@ -58,8 +59,7 @@ def main() -> None:
         PostProcess(min_area=600).save(run.postprocess_json)
         run.config_json.write_text("{}")
         weights = root / "input" / "weights"
-        transfer.stage_weights(run, run.find_checkpoints(), "me/severstal-weights", "weights",
-                               weights)
+        stage_weights(run, run.find_checkpoints(), "me/severstal-weights", "weights", weights)
         sizes = {p.suffix: 0 for p in weights.glob("fold*")}
         for path in weights.glob("fold*"):
             sizes[path.suffix] += path.stat().st_size

@@ -122,12 +122,12 @@ def bomb(tmp_path_factory) -> Path:
 
 
 def test_a_zip_bomb_is_refused_from_the_directory_before_writing(bomb, tmp_path):
-    from pipeline.kaggle import transfer
+    from pipeline.kaggle import download
     assert bomb.stat().st_size < BOMB_BYTES / 500
     with pytest.raises(ValueError, match="'train_images/zeros.jpg' expands .* zip bomb"):
-        transfer.extract_safely(bomb, tmp_path / "out", quiet=True)
+        download.extract_safely(bomb, tmp_path / "out", quiet=True)
     with pytest.raises(ValueError, match=f"{BOMB_BYTES} bytes uncompressed, over the limit"):
-        transfer.extract_safely(bomb, tmp_path / "out", quiet=True, max_total=100 * 2**20,
+        download.extract_safely(bomb, tmp_path / "out", quiet=True, max_total=100 * 2**20,
                                 max_ratio=10_000)
     assert not (tmp_path / "out").exists()
 
@@ -145,18 +145,18 @@ def stored_zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
 
 @pytest.mark.parametrize("second", ["train.csv", "./train.csv", "sub/../train.csv"])
 def test_duplicate_members_are_refused(tmp_path, second):
-    from pipeline.kaggle import transfer
+    from pipeline.kaggle import download
     archive = stored_zip(tmp_path / "dup.zip", [("train.csv", b"a"), (second, b"b")])
     with pytest.raises(ValueError, match="duplicate members"):
-        transfer.extract_safely(archive, tmp_path / "out", quiet=True)
+        download.extract_safely(archive, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_corrupt_member_names_itself_and_the_archive_is_fetched_again(tmp_path, monkeypatch):
     from pipeline.config import DataPaths
-    from pipeline.kaggle import api, transfer
+    from pipeline.kaggle import api, download
     data = DataPaths(tmp_path / "data")
-    archive = transfer.archive_path(data)
+    archive = download.archive_path(data)
     archive.parent.mkdir()
     payload = b"ImageId,ClassId,EncodedPixels\n" + b"a.jpg,1,1 10\n" * 50
     stored_zip(archive, [("sample_submission.csv", b"x"), ("train.csv", payload)])
@@ -166,7 +166,7 @@ def test_a_corrupt_member_names_itself_and_the_archive_is_fetched_again(tmp_path
     archive.write_bytes(bytes(raw))
     monkeypatch.setattr(api, "download_archive", lambda folder, quiet: archive)
     with pytest.raises(ValueError, match=f"{archive}: member 'train.csv' is corrupt .*CRC"):
-        transfer.download(data, quiet=True)
+        download.download(data, quiet=True)
     assert not archive.parent.exists()    # deleted: the next download fetches it again
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import torch
 from fake_kaggle import COMPETITION, ETAG, KEY, TOKEN, USERNAME, fake_kaggle_fixture  # noqa: F401
 
 from pipeline import checkpoint, cli, config, console
-from pipeline.kaggle import api, transfer
+from pipeline.kaggle import api, download, kernels, submissions, weights
 
 SAMPLE = "ImageId,EncodedPixels,ClassId\nc.jpg,1 409600,0\nd.jpg,1 409600,0\n"
 SECRETS = (KEY, TOKEN, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())
@@ -77,9 +78,9 @@ def test_download_follows_the_redirect_checks_and_runs_once(fake_kaggle, entries
     assert [r.name for r in fake_kaggle.requests] == ["DownloadDataFiles", "GET"]
     assert fake_kaggle.requests[0].body == {"competitionName": COMPETITION}
     assert (data / "test_images" / "c.jpg").read_bytes() == entries["test_images/c.jpg"]
-    assert json.loads((data / transfer.MARKER).read_text())["bytes"] == len(
+    assert json.loads((data / download.MARKER).read_text())["bytes"] == len(
         fake_kaggle.archive)
-    assert not transfer.archive_path(config.DataPaths(data)).parent.exists()
+    assert not download.archive_path(config.DataPaths(data)).parent.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "home"]
     fake_kaggle.requests.clear()
     assert run("download", "--data-dir", str(data)) == 0
@@ -99,7 +100,7 @@ def test_interrupted_download_resumes_with_a_range_request(fake_kaggle, entries,
     fake_kaggle.archive = archive = make_zip(entries)
     fake_kaggle.cut_first_download = len(archive) // 2
     data = config.DataPaths(tmp_path / "data")
-    partial = transfer.archive_path(data)
+    partial = download.archive_path(data)
     # VERBOSE would make the client print request headers, the key among them.
     user = subprocess.Popen([*entry_point(), "download", "--data-dir", str(data.root)],
                             env={**os.environ, "VERBOSE": "1"}, stdout=subprocess.PIPE,
@@ -403,3 +404,32 @@ def test_the_key_never_reaches_output_or_files(fake_kaggle, entries, submission_
     out, err = capsys.readouterr()
     assert "error: Kaggle refused pushing kernel" in err and "public score" in out
     assert_no_secret(out, err, root=tmp_path)
+
+
+def test_the_library_returns_results_and_logs_progress_only_the_cli_prints(
+        fake_kaggle, entries, submission_dirs, tmp_path, capsys, caplog):
+    fake_kaggle.archive = make_zip(entries)
+    fake_kaggle.kernels_only = False
+    data_dir, run_dir, path = submission_dirs
+    data = config.DataPaths(tmp_path / "full")
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        assert download.download(data, quiet=True) == download.Downloaded(
+            data.root, train_images=3, test_images=3)
+        assert download.download(data) == download.Downloaded(data.root, already=True)
+        run = config.RunPaths(Path(run_dir))
+        done = submissions.submit_file(Path(path), config.DataPaths(Path(data_dir)), run,
+                                       "fold ensemble", quiet=True)
+        assert (done.ref, done.rows, done.file) == (4242, 2, path)
+        assert done.description == submissions.describe(run, "fold ensemble")
+        assert submissions.wait_for_score(done.ref, 0.01) == submissions.Score(
+            4242, "COMPLETE", "0.8556")
+        fake_kaggle.add_dataset("tester/severstal-weights")
+        pushed = kernels.push_kernel(kernel_dir(tmp_path))
+        assert (pushed.kernel, pushed.version) == ("tester/severstal-offline", 1)
+        assert kernels.kernel_status("tester/severstal-offline/1") == kernels.KernelStatus(
+            "tester/severstal-offline/1", "QUEUED")
+    assert weights.url("tester/x-weights") == "https://www.kaggle.com/datasets/tester/x-weights"
+    assert capsys.readouterr().out == ""
+    logged = caplog.text
+    assert f"downloading the competition data to {download.archive_path(data)}" in logged
+    assert "uploading" in logged and "pushing tester/severstal-offline" in logged

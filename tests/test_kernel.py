@@ -11,7 +11,8 @@ import pytest
 
 from helpers import TINY_TRAIN, run_cli, train_tiny
 
-from pipeline.kaggle import pack, transfer
+from pipeline.kaggle import pack
+from pipeline.kaggle.weights import stage_weights
 from pipeline.config import RunPaths
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.postprocess import PostProcess
@@ -103,8 +104,8 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
     shutil.copy(data / "sample_submission.csv", competition)
     shutil.copytree(data / "test_images", competition / "test_images")
     # What `make upload-weights` puts in the dataset.
-    transfer.stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
-                           "me/severstal-weights", "Severstal weights", weights)
+    stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
+                  "me/severstal-weights", "Severstal weights", weights)
     script = pack.build(tmp_path / "kernels" / "k", "me/severstal-kernel", None,
                         "me/severstal-weights", "test", InferenceConfig(compile=compile_models))
     working, elsewhere, site = (tmp_path / f"{name}-{layout}"

@@ -128,3 +128,27 @@ def test_messages_go_through_logging():
             if name == "warnings.warn" or (name == "print" and to_stderr):
                 found.append(f"{path.name}:{node.lineno}")
     assert found == []
+
+
+# Modules that may print: the CLI and its command handlers (what the user asked for, on
+# stdout), and the kernel's entry point, whose stdout is the kernel's log on Kaggle.
+PRINTERS = {"pipeline/cli.py", "pipeline/kaggle/kernel.py"}
+PRINTING_ROOMS = ("pipeline/commands/",)
+# Outside those, allowed with a reason:
+PRINT_ALLOWED = {
+    "pipeline/console.py",  # the logging handler itself: it writes each record to stderr
+}
+
+
+def test_libraries_log_and_only_the_cli_prints():
+    """Library modules return results and log progress; no ``print(`` outside the CLI."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent).as_posix()
+        if relative in PRINTERS | PRINT_ALLOWED or relative.startswith(PRINTING_ROOMS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("print",
+                                                                         "builtins.print"):
+                found.append(f"{relative}:{node.lineno}")
+    assert found == []

@@ -87,78 +87,91 @@ def _register_kernel(commands: argparse._SubParsersAction) -> None:
 
 def download_command(args: argparse.Namespace) -> int:
     """Download and check the competition data."""
-    from pipeline.kaggle import transfer
+    from pipeline.kaggle import download
 
-    transfer.download(config.resolve_data_dir(args.data_dir), quiet=args.quiet)
+    done = download.download(config.resolve_data_dir(args.data_dir), quiet=args.quiet)
+    if done.already:
+        print(f"{done.root} already holds the competition data ({done.marker}): nothing to do")
+    else:
+        print(f"wrote {done.root}: {done.train_images} training and {done.test_images} test "
+              "images, train.csv, sample_submission.csv")
     return 0
 
 
 def submit_command(args: argparse.Namespace) -> int:
     """Submit a kernel version (or a file) and optionally wait for the score."""
-    from pipeline.kaggle import actions
+    from pipeline.kaggle import submissions
 
     run = config.resolve_run_dir(args.run_dir)
-    timing = {"wait": args.wait, "poll_seconds": args.poll_seconds, "timeout": args.timeout,
-              "quiet": args.quiet}
     if args.file and (args.kernel or args.kernel_dir or args.kernel_version):
         raise ValueError("--file uploads a file; --kernel-dir/--kernel/--kernel-version submit "
                          "a kernel version: pass one or the other")
     if args.file:
-        actions.submit(Path(args.file), config.resolve_data_dir(args.data_dir), run,
-                       args.message, **timing)
+        done = submissions.submit_file(Path(args.file), config.resolve_data_dir(args.data_dir),
+                                       run, args.message, args.quiet)
+        print(f"submitted {done.file} ({done.rows} rows) as submission {done.ref}: "
+              f"{done.description}")
     else:
-        actions.submit_kernel_version(args.kernel, args.kernel_version,
-                                      Path(args.kernel_dir) if args.kernel_dir else None,
-                                      args.kernel_file, args.message, run, **timing)
+        done = submissions.submit_kernel_version(
+            args.kernel, args.kernel_version, Path(args.kernel_dir) if args.kernel_dir else None,
+            args.kernel_file, args.message, run)
+        print(f"submitted {done.file} of {done.kernel} version {done.version} as submission "
+              f"{done.ref}: {done.description}; Kaggle now reruns the kernel on the hidden test "
+              "set (up to its run-time limit, plus a queue)")
+    if args.wait:
+        score = submissions.wait_for_score(done.ref, args.poll_seconds, args.timeout, args.quiet)
+        if score.public_score is not None:
+            print(f"submission {score.ref}: public score {score.public_score}")
+        else:
+            print(f"submission {score.ref}: still {score.status} on Kaggle; see "
+                  f"{submissions.SUBMISSIONS_URL}")
     return 0
 
 
 def upload_weights_command(args: argparse.Namespace) -> int:
     """Stage and upload the weights dataset."""
-    from pipeline.kaggle import datasets
+    from pipeline.kaggle import weights
 
     checkpoints = [Path(p) for p in args.checkpoints] if args.checkpoints else None
-    datasets.upload_weights(config.resolve_run_dir(args.run_dir), checkpoints, args.dataset,
-                            args.title, args.message, args.public, args.quiet,
-                            args.wait_seconds)
+    done = weights.upload_weights(config.resolve_run_dir(args.run_dir), checkpoints,
+                                  args.dataset, args.title, args.message, args.public,
+                                  args.quiet, args.wait_seconds)
+    print(f"{done.verb} {done.dataset} with {', '.join(done.files)}: {done.url}")
+    if done.ready:
+        print(f"{done.dataset} is ready: `make kernel push-kernel` can attach it")
     return 0
 
 
 def kernel_command(args: argparse.Namespace) -> int:
     """Build the offline kernel folder."""
-    from pipeline.kaggle import api, pack
+    from pipeline.kaggle import kernels
 
-    api.check_ref(args.kernel, "--kernel", "kernel")
-    out_dir = Path(args.out_dir or Path("kernels") / args.kernel.split("/")[1])
-    script = pack.build(out_dir, args.kernel, args.title, args.weights_dataset,
-                        config.code_version(), options.settings_from_args(InferenceConfig, args))
-    print(f"wrote {script} ({script.stat().st_size / 1024:.0f} KiB) and "
-          f"{out_dir / 'kernel-metadata.json'}")
-    _print_recorded(config.resolve_run_dir(args.run_dir))
+    built = kernels.build(args.kernel, args.weights_dataset, args.title,
+                          Path(args.out_dir) if args.out_dir else None,
+                          options.settings_from_args(InferenceConfig, args),
+                          config.resolve_run_dir(args.run_dir))
+    print(f"wrote {built.script} ({built.kib:.0f} KiB) and {built.metadata}")
+    if built.recorded is not None:
+        print(f"the kernel predicts with "
+              f"{', '.join(f'{k} {v}' for k, v in built.recorded.items())}, as recorded in "
+              f"{built.postprocess} (upload-weights stages that file)")
     return 0
-
-
-def _print_recorded(run: config.RunPaths) -> None:
-    """What the kernel will take from the uploaded postprocess.json, as the run has it now."""
-    from pipeline.inference.postprocess import PostProcess
-
-    if run.postprocess_json.is_file():
-        recorded = PostProcess.load(run.postprocess_json).inference
-        print(f"the kernel predicts with {', '.join(f'{k} {v}' for k, v in recorded.items())}, "
-              f"as recorded in {run.postprocess_json} (upload-weights stages that file)")
 
 
 def push_kernel_command(args: argparse.Namespace) -> int:
     """Push a built kernel."""
-    from pipeline.kaggle import push
+    from pipeline.kaggle import kernels
 
-    push.push_kernel(Path(args.kernel_dir), args.quiet)
+    pushed = kernels.push_kernel(Path(args.kernel_dir), args.quiet)
+    print(f"pushed {pushed.kernel} version {pushed.version}: {pushed.url} (Kaggle runs it now; "
+          f"`make kernel-status` follows it, `make submit` submits it once COMPLETE)")
     return 0
 
 
 def kernel_status_command(args: argparse.Namespace) -> int:
     """Print a kernel version's run status."""
-    from pipeline.kaggle import push
+    from pipeline.kaggle import kernels
 
-    push.kernel_status(args.kernel)
+    found = kernels.kernel_status(args.kernel)
+    print(f"{found.ref}: {found.status}" + (f": {found.failure}" if found.failure else ""))
     return 0

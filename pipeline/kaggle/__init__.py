@@ -1,2 +1,4 @@
-"""Kaggle: the client (``api``, the only importer of ``kaggle``), data and weights transfer,
-submit/push/status actions, the kernel packer and the kernel's entry point."""
+"""Kaggle, by task: ``download`` the competition data, stage and upload the ``weights``
+dataset, build/push/follow ``kernels`` (``pack`` makes the script, ``kernel`` is what runs on
+Kaggle), and ``submissions``; ``api`` (the only importer of ``kaggle``) and ``credentials``
+underneath. Library modules return results and log progress; the CLI prints."""

@@ -1,25 +1,41 @@
-"""Files to and from Kaggle: the competition archive in (safe extraction, layout check) and the
-weights dataset out (weights-only checkpoints + post-processing + config)."""
+"""The competition data in: download the archive (resumable), extract it safely (no zip-slip,
+link or zip bomb), check the layout, and mark DATA_DIR finished, once."""
 
 from __future__ import annotations
 
-import io
-import json
+import logging
 import os
 import shutil
 import stat
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from tqdm import tqdm
 
-from pipeline import checkpoint, fileio
+from pipeline import fileio
+from pipeline.config import DataPaths
 from pipeline.kaggle import api
-from pipeline.config import DataPaths, RunPaths
+
+log = logging.getLogger(__name__)
 
 MARKER = ".download-complete"
-WEIGHT_KEYS = ("model", "model_info", "config", "fold", "epoch", "code_version")
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """DATA_DIR after ``download``: fresh with its image counts, or already there before."""
+
+    root: Path
+    already: bool = False  # the data was there already: nothing was downloaded
+    train_images: int = 0
+    test_images: int = 0
+
+    @property
+    def marker(self) -> Path:
+        """The file that says DATA_DIR is a finished download."""
+        return self.root / MARKER
 
 
 def archive_path(data: DataPaths) -> Path:
@@ -27,22 +43,34 @@ def archive_path(data: DataPaths) -> Path:
     return data.root.parent / f".{data.root.name}.download.tmp" / f"{api.COMPETITION}.zip"
 
 
-def download(data: DataPaths, quiet: bool = False) -> Path:
+def download(data: DataPaths, quiet: bool = False) -> Downloaded:
     """Download, safely extract and check the competition data into DATA_DIR (once; resumable)."""
-    root, marker = data.root, data.root / MARKER
-    if marker.is_file():
-        print(f"{root} already holds the competition data ({marker}): nothing to do")
-        return root
+    root = data.root
+    if (root / MARKER).is_file():
+        return Downloaded(root, already=True)
     if root.is_file() or (root.is_dir() and any(root.iterdir())):
         raise FileExistsError(f"{root} exists but has no {MARKER}, so it is not a finished "
                               "download: move it away or pass another --data-dir")
+    log.info("downloading the competition data to %s (resumable)", archive_path(data))
     try:
         archive = api.download_archive(archive_path(data).parent, quiet)
     except KeyboardInterrupt:
         raise RuntimeError(f"interrupted; the partial download {archive_path(data)} is kept: "
                            "run the same command again to resume") from None
     staging = root.parent / f".{root.name}.extract.tmp"
+    n_train, n_test = _extract(archive, staging, root, quiet)
+    if root.is_dir():
+        root.rmdir()
+    os.rename(staging, root)
+    shutil.rmtree(archive.parent, ignore_errors=True)
+    return Downloaded(root, train_images=n_train, test_images=n_test)
+
+
+def _extract(archive: Path, staging: Path, root: Path, quiet: bool) -> tuple[int, int]:
+    """Extract into ``staging``, check the layout and write the marker; the image counts.
+    A bad archive is deleted (the next run fetches it again) and nothing is left in staging."""
     shutil.rmtree(staging, ignore_errors=True)
+    log.info("extracting %s", archive)
     try:
         n_files = extract_safely(archive, staging, quiet)
         n_train, n_test = check_layout(DataPaths(staging))
@@ -58,13 +86,7 @@ def download(data: DataPaths, quiet: bool = False) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if root.is_dir():
-        root.rmdir()
-    os.rename(staging, root)
-    shutil.rmtree(archive.parent, ignore_errors=True)
-    print(f"wrote {root}: {n_train} training and {n_test} test images, train.csv, "
-          "sample_submission.csv")
-    return root
+    return n_train, n_test
 
 
 # The real archive: about 18k JPEGs, 1.7 GB uncompressed at a ratio near 1; these leave room.
@@ -144,54 +166,3 @@ def check_layout(data: DataPaths) -> tuple[int, int]:
         read_image(folder / image_ids[0])  # ValueError unless a readable 256x1600 JPEG
         counts.append(len(image_ids))
     return counts[0], counts[1]
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    # An unchanged file keeps its mtime, so the client can resume an interrupted upload of it.
-    if not (path.is_file() and path.read_bytes() == data):
-        fileio.write_bytes(path, data)
-
-
-def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: str,
-                  folder: Path) -> list[str]:
-    """Write weights-only checkpoints, postprocess.json, config.json and dataset metadata;
-    beside each checkpoint of a model that needs smp/timm, its ``torch.export`` program
-    (``fold<k>.pt2``), which the offline kernel runs with torch alone."""
-    import torch
-
-    from pipeline.models import registry
-
-    for needed, fix in ((run.config_json, "train first (`make train`)"),
-                        (run.postprocess_json, "run `make cv` first")):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} does not exist: {fix}")
-    if not checkpoints:
-        raise FileNotFoundError(f"no checkpoint {run.checkpoints}/fold*/best.pt: train first "
-                                "(`make train`) or pass --checkpoints")
-    sources: dict[str, Path] = {}
-    for path in map(Path, checkpoints):
-        state = checkpoint.load(path)
-        if "model" not in state or "model_info" not in state:
-            raise ValueError(f"{path} is not a checkpoint of this pipeline (no model_info)")
-        name = f"fold{state['fold']}.pt" if "fold" in state else f"{path.parent.name}.pt"
-        if name in sources:
-            raise ValueError(f"{path} and {sources[name]} would both be {name}: pass one "
-                             "checkpoint per fold")
-        sources[name] = path
-        buffer = io.BytesIO()  # no optimizer, scheduler or scaler state: weights only
-        torch.save({k: state[k] for k in WEIGHT_KEYS if k in state}, buffer)
-        _write_if_changed(folder / name, buffer.getvalue())
-        if registry.spec_of(state, path).requires:
-            exported = folder / f"{Path(name).stem}.pt2"
-            registry.export(registry.rebuild(state, path), exported)
-            sources[exported.name] = path
-    for source in (run.postprocess_json, run.config_json):
-        _write_if_changed(folder / source.name, source.read_bytes())
-    metadata = {"title": title, "id": dataset, "licenses": [{"name": "CC0-1.0"}]}
-    _write_if_changed(folder / "dataset-metadata.json",
-                      (json.dumps(metadata, indent=2) + "\n").encode())
-    keep = {*sources, run.postprocess_json.name, run.config_json.name, "dataset-metadata.json"}
-    for stale in folder.iterdir():
-        if stale.name not in keep:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    return sorted(keep - {"dataset-metadata.json"})

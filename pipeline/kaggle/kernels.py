@@ -1,16 +1,72 @@
-"""Kernels on Kaggle: push a built kernel folder (internet off, title matching the slug, the
-weights dataset ready), record the version pushed, and read a kernel version's run status."""
+"""Kernels on Kaggle: build a kernel folder (the script ``pack`` makes + its metadata), push it
+(internet off, title matching the slug, the weights dataset ready), record the version pushed,
+and read a kernel version's run status."""
 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import config, fileio
-from pipeline.kaggle import api, datasets, pack
+from pipeline.inference.config import InferenceConfig
+from pipeline.kaggle import api, pack, weights
+
+log = logging.getLogger(__name__)
 
 RECORD = "pushed.json"  # in the kernel folder: the kernel and version the last push made
+
+
+@dataclass(frozen=True)
+class Built:
+    """A kernel folder ``build`` wrote, and what the kernel takes from the weights dataset."""
+
+    script: Path
+    metadata: Path
+    recorded: dict | None  # the inference settings of the run's postprocess.json, if any
+    postprocess: Path  # that file, which upload-weights stages
+
+    @property
+    def kib(self) -> float:
+        """The script's size in KiB."""
+        return self.script.stat().st_size / 1024
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A kernel version ``push_kernel`` made: ``owner/slug``, its number and its page."""
+
+    kernel: str
+    version: int
+    url: str
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    """A kernel version's run status ('QUEUED', 'RUNNING', 'COMPLETE', 'ERROR', ...)."""
+
+    ref: str  # as asked: owner/slug (its latest version) or owner/slug/N
+    status: str
+    failure: str | None = None  # Kaggle's message when the run failed
+
+
+def build(kernel: str, weights_dataset: str, title: str | None = None,
+          out_dir: Path | None = None, settings: InferenceConfig = InferenceConfig(),
+          run: config.RunPaths | None = None) -> Built:
+    """Write the kernel folder (default ``kernels/<slug>``): script and kernel-metadata.json."""
+    api.check_ref(kernel, "--kernel", "kernel")
+    folder = Path(out_dir or Path("kernels") / kernel.split("/")[1])
+    script = pack.build(folder, kernel, title, weights_dataset, config.code_version(), settings)
+    log.info("packed %s for %s with the weights of %s", script.name, kernel, weights_dataset)
+    run = run or config.resolve_run_dir()
+    recorded = None
+    if run.postprocess_json.is_file():
+        from pipeline.inference.postprocess import PostProcess
+
+        recorded = PostProcess.load(run.postprocess_json).inference
+    return Built(script, folder / "kernel-metadata.json", recorded, run.postprocess_json)
 
 
 def read_metadata(folder: Path) -> dict:
@@ -63,14 +119,15 @@ def _check_saved(response: Any, kernel: str) -> str:
     return kernel
 
 
-def push_kernel(kernel_dir: Path, quiet: bool = False) -> int:
-    """Push a kernel folder (kernel-metadata.json + script); records and returns its version."""
+def push_kernel(kernel_dir: Path, quiet: bool = False) -> Pushed:
+    """Push a kernel folder (kernel-metadata.json + script); records and returns the version."""
     folder = Path(kernel_dir)
     meta = read_metadata(folder)
     kernel = meta["id"]
     client = api.client()
     for dataset in meta.get("dataset_sources", []):
-        datasets.check_ready(client, dataset)
+        weights.check_ready(client, dataset)
+    log.info("pushing %s from %s", kernel, folder)
     response = api.call(f"pushing kernel {kernel}", client.kernels_push, str(folder),
                         retry_on=api.RETRY_UNPROCESSED,
                         created=f"check https://www.kaggle.com/code/{kernel} before pushing "
@@ -79,9 +136,7 @@ def push_kernel(kernel_dir: Path, quiet: bool = False) -> int:
     version = int(response.version_number)
     fileio.write_json(folder / RECORD, {"kernel": kernel, "version": version,
                                         "url": response.url})
-    print(f"pushed {kernel} version {version}: {response.url} (Kaggle runs it now; "
-          f"`make kernel-status` follows it, `make submit` submits it once COMPLETE)")
-    return version
+    return Pushed(kernel, version, response.url)
 
 
 def pushed_version(folder: Path) -> tuple[str, int]:
@@ -120,9 +175,7 @@ def session_status(kernel: str, version: int | None) -> tuple[str, str | None]:
     return response.status.name, response.failure_message or None
 
 
-def kernel_status(ref: str) -> str:
-    """Print and return the run status of ``owner/slug`` (latest version) or ``owner/slug/N``."""
+def kernel_status(ref: str) -> KernelStatus:
+    """The run status of ``owner/slug`` (its latest version) or ``owner/slug/N``."""
     kernel, version = api.split_kernel_version(ref, "--kernel")
-    status, failure = session_status(kernel, version)
-    print(f"{ref}: {status}" + (f": {failure}" if failure else ""))
-    return status
+    return KernelStatus(ref, *session_status(kernel, version))
