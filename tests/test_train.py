@@ -168,7 +168,7 @@ def test_crop_larger_than_the_scaled_image_is_refused(tiny_data, tmp_path, capsy
 def test_config_roundtrip():
     cfg = TrainConfig(crop=(64, 128), class_weights=(1.0, 2.0, 2.0, 1.0, 2.0))
     assert TrainConfig.from_dict(cfg.as_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown training settings"):
+    with pytest.raises(ValueError, match="training settings: unknown key .nope."):
         TrainConfig.from_dict({"nope": 1})
 
 
