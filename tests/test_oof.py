@@ -121,3 +121,28 @@ def test_presence_comes_with_every_batch_or_none():
     accumulator.add(["a", "b"], probs[:2], truth[:2])
     with pytest.raises(ValueError, match="every batch or with none"):
         accumulator.add(["c", "d"], probs[2:], truth[2:], torch.ones(2, 4))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_counting_path_and_the_mask_path_agree_at_every_grid_point(seed):
+    """Each post-processing step is defined once (``steps``): the counts that tuning scores
+    equal the counts of ``class_masks`` at every (presence, threshold, min_component,
+    min_area) point, on random probabilities, truths and presence probabilities."""
+    from pipeline.inference import steps
+
+    probs, truth = random_set(seed, n=6)
+    presence = torch.from_numpy(np.random.default_rng(seed).random((6, 4), dtype=np.float32))
+    thresholds = (None, 0.3, 0.5)
+    for min_component in ((0,) * 4, (3, 1, 6, 2)):
+        accumulator = oof.OOFAccumulator("softmax", thresholds, min_component)
+        accumulator.add([f"{i}" for i in range(6)], probs, truth, presence)
+        counts = accumulator.counts()
+        for gate, (k, threshold), min_area in itertools.product(
+                (None, 0.3, 0.6), enumerate(thresholds), (0, 5, 20, 60)):
+            is_open = steps.PRESENCE.keep(None, presence.numpy(), (gate,) * 4)
+            counted = np.stack(tuning.apply_gates(counts[:, k], (min_area,) * 4, is_open), -1)
+            params = PostProcess(threshold=threshold, min_component=min_component,
+                                 min_area=min_area, presence=gate)
+            masks = postprocess.class_masks(probs, params, presence)
+            direct = np.stack([c.numpy() for c in metrics.pair_counts(masks, truth)], -1)
+            np.testing.assert_array_equal(counted, direct)

@@ -1,3 +1,7 @@
+import dataclasses
+import json
+import re
+
 import pytest
 import torch
 
@@ -75,3 +79,52 @@ def test_the_gate_empties_classes_below_their_presence_threshold():
     assert postprocess.class_masks(probs, params.replace(presence=None)).sum() == 32
     with pytest.raises(ValueError, match=r"presence values must be in \[0, 1\)"):
         PostProcess(presence=1.5)
+
+
+VERSION_1 = {"head": "softmax", "threshold": [0.5, None, 0.3, 0.4], "min_area": [0, 600, 0, 0],
+             "min_component": [0, 0, 0, 0], "presence": [None, None, 0.5, None]}
+
+
+def test_a_version_1_file_loads_with_the_documented_inference(tmp_path):
+    """postprocess.json as this pipeline wrote it before it had a format version."""
+    (tmp_path / "pp.json").write_text(json.dumps(VERSION_1))
+    params = PostProcess.load(tmp_path / "pp.json")
+    assert params.inference == {"tta": "none", "decode": "scaled"}
+    assert params.threshold == (0.5, None, 0.3, 0.4) and params.min_area == (0, 600, 0, 0)
+    params.save(tmp_path / "new.json")
+    written = json.loads((tmp_path / "new.json").read_text())
+    assert written["version"] == postprocess.FORMAT_VERSION == 2
+    assert PostProcess.load(tmp_path / "new.json") == params
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"version": 2}, "key 'inference' is missing"),
+    ({"version": 2, "inference": {"tta": "vflip", "decode": "scaled"}},
+     "--tta 'vflip' is not valid"),
+    ({"version": 2, "inference": {"tta": "none"}}, "inference must hold exactly tta, decode"),
+    ({"version": 2, "inference": "hflip"}, "key 'inference' must be an object"),
+    ({"version": 3, "inference": {"tta": "none", "decode": "scaled"}}, "newer than this"),
+    ({"version": "2"}, "key 'version' must be a positive integer"),
+    ({"inference": {"tta": "none", "decode": "full"}, "extra": 1}, "unknown key 'extra'"),
+])
+def test_a_key_its_version_must_have_is_refused_when_missing_or_bad(tmp_path, change, words):
+    (tmp_path / "pp.json").write_text(json.dumps({**VERSION_1, **change}))
+    with pytest.raises(ValueError, match=re.escape(words)) as error:
+        PostProcess.load(tmp_path / "pp.json")
+    assert str(tmp_path / "pp.json") in str(error.value)
+
+
+def test_a_version_1_file_missing_a_version_1_key_is_refused(tmp_path):
+    values = dict(VERSION_1)
+    del values["min_area"]
+    (tmp_path / "pp.json").write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="key 'min_area' is missing"):
+        PostProcess.load(tmp_path / "pp.json")
+
+
+def test_every_step_is_a_field_of_the_parameters():
+    from pipeline.inference import steps
+
+    names = [f.name for f in dataclasses.fields(PostProcess)]
+    assert names == ["head", *(step.key for step in steps.STEPS), "inference"]
+    assert [s.key for s in steps.STEPS] == ["threshold", "min_component", "min_area", "presence"]

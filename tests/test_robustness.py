@@ -16,6 +16,7 @@ from helpers import run_cli, train_tiny
 from pipeline import metrics
 from pipeline.data import images, shifts
 from pipeline.inference import oof, postprocess, predict, robustness
+from pipeline.inference.config import InferenceConfig
 from pipeline.inference.postprocess import PostProcess
 
 INFER = ["--workers", "0", "--batch-size", "4", "--quiet"]
@@ -104,7 +105,8 @@ def test_shift_names_parse_and_unknown_names_list_the_valid_ones():
 def test_the_loader_shifts_each_image_right_after_reading(real_sample):
     image_dir = real_sample / "train_images"
     ids = images.list_images(image_dir)[:2]
-    loader = predict.make_loader(image_dir, ids, 1.0, 2, 0, shift=shifts.SHIFTS["dark-edge"])
+    loader = predict.make_loader(image_dir, ids, 1.0, InferenceConfig(batch_size=2, workers=0),
+                                 shift=shifts.SHIFTS["dark-edge"])
     batch = next(iter(loader))
     for image_id, image in zip(batch["image_id"], batch["image"]):
         expected = shifts.dark_edge(images.read_image(image_dir / image_id), image_id)

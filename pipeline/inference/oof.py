@@ -16,7 +16,7 @@ from pipeline import distributed, fileio, metrics
 from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir, \
     resolve_run_dir
 from pipeline.data import folds, images, labels
-from pipeline.inference import postprocess, predict, reports, tuning
+from pipeline.inference import postprocess, predict, reports, steps, tuning
 from pipeline.inference.config import InferenceConfig
 from pipeline.stages import stage
 
@@ -44,7 +44,7 @@ class OOFAccumulator:
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
         # Plain thresholds (no component filter): counted straight from the probabilities.
-        filtered = any(m > 1 for m in self.min_component)   # see remove_small_components
+        filtered = steps.MIN_COMPONENT.active(self.min_component)
         plain = [] if filtered else [k for k, t in enumerate(self.thresholds) if t is not None]
         if plain:
             with stage("metric"):
@@ -54,10 +54,9 @@ class OOFAccumulator:
             if k in plain:
                 continue
             with stage("postprocess"):
-                pred = postprocess.pixel_masks(probs, self.head, (threshold,) * N_CLASSES)
-                for c in range(N_CLASSES):
-                    pred[:, c] = postprocess.remove_small_components(pred[:, c],
-                                                                     self.min_component[c])
+                pred = steps.pixel_masks(probs, self.head, {
+                    steps.THRESHOLD.key: (threshold,) * N_CLASSES,
+                    steps.MIN_COMPONENT.key: self.min_component})
             with stage("metric"):
                 counts[:, k] = torch.stack(metrics.pair_counts(pred, truth), dim=-1).cpu()
         self.image_ids.extend(image_ids)

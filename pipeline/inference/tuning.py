@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline import metrics
 from pipeline.config import N_CLASSES
-from pipeline.inference import postprocess
+from pipeline.inference import steps
 
 SOFTMAX_THRESHOLDS: tuple[float | None, ...] = (None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 SIGMOID_THRESHOLDS: tuple[float | None, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -33,7 +33,7 @@ def apply_gates(counts: np.ndarray, min_area: object,
     """``(intersection, pred_area, true_area)`` after emptying the classes below ``min_area``
     or closed by the presence ``gate``; both broadcast against ``counts[..., 0]``."""
     intersection, pred_area, true_area = np.moveaxis(counts, -1, 0)
-    keep = (pred_area >= postprocess.least_area(min_area)) & gate
+    keep = steps.MIN_AREA.keep(pred_area, None, min_area) & gate
     return np.where(keep, intersection, 0), np.where(keep, pred_area, 0), true_area
 
 
@@ -46,7 +46,7 @@ def score_grid(counts: np.ndarray, min_areas: tuple[int, ...] = MIN_AREAS,
     expanded = counts[:, :, None, :, :]                            # (N, K, 1, 4, 3)
     grid = np.empty((len(gates), counts.shape[1], len(min_areas), N_CLASSES))
     for g, threshold in enumerate(gates):
-        is_open = postprocess.gate_open(presence, (threshold,) * N_CLASSES)
+        is_open = steps.PRESENCE.keep(None, presence, (threshold,) * N_CLASSES)
         is_open = is_open if isinstance(is_open, bool) else is_open[:, None, None, :]
         grid[g] = metrics.dice_from_counts(*apply_gates(expanded, areas, is_open)).mean(axis=0)
     return grid
@@ -85,5 +85,5 @@ def scores_at(counts: np.ndarray, threshold_index: tuple[int, ...], min_area: tu
               gate: tuple[float | None, ...] = (None,) * N_CLASSES) -> metrics.Scores:
     """Scores of the OOF set with one (threshold index, min_area, presence threshold) per class."""
     chosen = counts[:, list(threshold_index), np.arange(N_CLASSES), :]   # (N, 4, 3)
-    is_open = postprocess.gate_open(presence, gate)
+    is_open = steps.PRESENCE.keep(None, presence, gate)
     return metrics.summarize(*apply_gates(chosen, np.asarray(min_area)[None, :], is_open))
