@@ -120,6 +120,7 @@ def test_two_train_processes_on_one_fold(data, tmp_path, capsys):
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert held.read_text().strip() == str(first.pid)  # a SIGKILL leaves its lock
-    assert run_cli(*args, "--epochs", 2, "--resume") == 0
+    # the same settings (a resume refuses others); --max-steps only stops it early
+    assert run_cli(*args, "--epochs", 1000, "--max-steps", 1, "--resume") == 0
     assert "taking over the stale training lock" in capsys.readouterr().err
     assert not held.exists()

@@ -15,8 +15,9 @@ from pipeline.models.registry import HEADS, MODELS
 from pipeline.settings import check_choices, flag, from_values, setting
 from pipeline.training.optimizers import OPTIMIZERS
 
-# Settings that may change on --resume: they do not change what is trained.
-RESUMABLE = ("quiet", "workers", "device")
+# Settings that may change on --resume: they do not change what each step trains
+# (--max-steps only stops a run early: the schedule spans every epoch).
+RESUMABLE = ("quiet", "workers", "device", "max_steps")
 
 
 @dataclass(frozen=True)
