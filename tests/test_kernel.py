@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_TRAIN, run_cli, train_tiny
+from helpers import TINY_TRAIN, run_cli
 
 from pipeline.kaggle import pack
 from pipeline.kaggle.weights import stage_weights
@@ -128,8 +128,8 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
 
 
 @pytest.mark.slow
-def test_kernel_in_clean_environment_matches_predict(tmp_path):
-    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
+def test_kernel_in_clean_environment_matches_predict(tmp_path, tiny_run_copy):
+    data, run = tiny_run_copy
     PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
                    "--workers", 2, "--quiet") == 0
@@ -143,8 +143,8 @@ def test_kernel_in_clean_environment_matches_predict(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_kernel_writes_what_compiled_predict_writes(tmp_path):
-    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=7, max_steps=1)
+def test_compiled_kernel_writes_what_compiled_predict_writes(tmp_path, tiny_run_copy):
+    data, run = tiny_run_copy
     PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", tmp_path / "p.csv",
                    "--workers", 0, "--compile", "--quiet") == 0
@@ -175,10 +175,10 @@ def test_kernel_runs_a_gated_unet_without_smp_or_timm(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_kernel_predicts_with_the_tta_cv_tuned_with(tmp_path, caplog):
+def test_the_kernel_predicts_with_the_tta_cv_tuned_with(tmp_path, tiny_run_copy, caplog):
     """cv --tta hflip records hflip with the tuned post-processing; predict and the packed
     kernel then use it by default and write the same bytes as predict --tta hflip."""
-    data, run = train_tiny(tmp_path, n_train=8, n_test=4, seed=5, max_steps=1)
+    data, run = tiny_run_copy
     assert run_cli("cv", "--data-dir", data, "--run-dir", run, "--tta", "hflip",
                    "--workers", 0, "--quiet") == 0
     assert PostProcess.load(run / "postprocess.json").inference == {"tta": "hflip",

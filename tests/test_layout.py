@@ -152,3 +152,28 @@ def test_libraries_log_and_only_the_cli_prints():
                                                                          "builtins.print"):
                 found.append(f"{relative}:{node.lineno}")
     assert found == []
+
+
+# Suites about a concern that spans modules rather than one module, and why.
+CROSS_CUTTING = {
+    "test_layout.py": "the package's shape",
+    "test_readme.py": "the README's example and targets",
+    "test_docs.py": "the README, bench/README.md and CHANGELOG.md",
+    "test_faults.py": "bad inputs and interrupted writes across every stage",
+    "test_ensemble.py": "ensembles of checkpoints of several scales and heads",
+    "test_speed.py": "profiled stages, compiled inference and the decode path",
+    "test_kaggle.py": "the real kaggle client against a fake server: download, upload, submit",
+    "test_kaggle_flow.py": "the Kaggle path end to end",
+}
+
+
+def test_tests_mirror_the_package():
+    """Each test file is named after the module it tests (``test_<module>.py``), unless it is
+    one of the cross-cutting suites named above."""
+    tests = Path(__file__).resolve().parent
+    stems = {path.stem for path in PACKAGE.rglob("*.py")}
+    stems |= {path.stem for path in (PACKAGE.parent / "bench").glob("*.py")}
+    unmatched = sorted(path.name for path in tests.glob("test_*.py")
+                       if path.stem.removeprefix("test_") not in stems
+                       and path.name not in CROSS_CUTTING)
+    assert unmatched == []

@@ -21,11 +21,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from pipeline.data.photometric import jpeg_roundtrip, log_uniform_torch
+
 PRESETS = ("none", "flips", "light", "strong")
-
-
-def _log_uniform(low: float, high: float) -> float:
-    return float(torch.empty(()).uniform_(torch.tensor(low).log(), torch.tensor(high).log()).exp())
 
 
 class _Gamma:
@@ -35,14 +33,14 @@ class _Gamma:
         self.low, self.high = low, high
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return v2.functional.adjust_gamma(image, _log_uniform(self.low, self.high))
+        return v2.functional.adjust_gamma(image, log_uniform_torch(self.low, self.high))
 
 
 class _Brightness(_Gamma):
     """Multiply by a log-uniform factor in [low, high] (x0.3 as likely as x3.3)."""
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return v2.functional.adjust_brightness(image, _log_uniform(self.low, self.high))
+        return v2.functional.adjust_brightness(image, log_uniform_torch(self.low, self.high))
 
 
 class _Noise:
@@ -66,10 +64,7 @@ class _Jpeg:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         quality = int(torch.randint(self.low, self.high + 1, ()))
-        pixels = image.permute(1, 2, 0).contiguous().numpy()
-        ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        decoded = decoded.reshape(pixels.shape)  # one channel back for a one-channel image
+        decoded = jpeg_roundtrip(image.permute(1, 2, 0).contiguous().numpy(), quality)
         return tv_tensors.wrap(torch.from_numpy(decoded).permute(2, 0, 1).contiguous(),
                                like=image)
 

@@ -17,6 +17,10 @@ from functools import partial
 import cv2
 import numpy as np
 
+from pipeline.data.photometric import contrast as contrast_about
+from pipeline.data.photometric import exposure, gamma_table, gaussian_blur, jpeg_roundtrip, \
+    smoothstep_ramp, to_uint8
+
 Shift = Callable[[np.ndarray, str], np.ndarray]
 
 NOISE_SIGMA = 12.0        # grey levels
@@ -26,10 +30,6 @@ EDGE_FRACTION = 0.12      # of the width, from the left
 EDGE_FLOOR = 0.05         # the darkest factor, at the very edge
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
 def unshifted(image: np.ndarray, image_id: str) -> np.ndarray:
     """The image as read."""
     return image
@@ -37,24 +37,23 @@ def unshifted(image: np.ndarray, image_id: str) -> np.ndarray:
 
 def scale(image: np.ndarray, image_id: str, factor: float) -> np.ndarray:
     """Brightness times ``factor``, clipped to [0, 255]."""
-    return _to_uint8(image.astype(np.float32) * factor)
+    return to_uint8(exposure(image.astype(np.float32), factor))
 
 
 def contrast(image: np.ndarray, image_id: str, factor: float) -> np.ndarray:
     """Deviations from the image's mean grey level times ``factor``."""
     mean = float(image.mean())
-    return _to_uint8(mean + (image.astype(np.float32) - mean) * factor)
+    return to_uint8(contrast_about(image.astype(np.float32), mean, factor))
 
 
 def gamma(image: np.ndarray, image_id: str, exponent: float) -> np.ndarray:
     """``255 * (image / 255) ** exponent`` through a 256-entry lookup table."""
-    table = _to_uint8(255.0 * (np.arange(256) / 255.0) ** exponent)
-    return cv2.LUT(image, table)
+    return cv2.LUT(image, gamma_table(exponent))
 
 
 def blur(image: np.ndarray, image_id: str, sigma: float = BLUR_SIGMA) -> np.ndarray:
     """Gaussian blur of ``sigma`` pixels (out of focus)."""
-    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    return gaussian_blur(image, sigma)
 
 
 def noise_seed(image_id: str) -> int:
@@ -67,16 +66,13 @@ def noise(image: np.ndarray, image_id: str, sigma: float = NOISE_SIGMA) -> np.nd
     (grey stays grey), seeded by the image id."""
     rng = np.random.default_rng(noise_seed(image_id))
     grain = rng.normal(0.0, sigma, size=(*image.shape[:2], 1)).astype(np.float32)
-    return _to_uint8(image.astype(np.float32) + grain)
+    return to_uint8(image.astype(np.float32) + grain)
 
 
 def jpeg(image: np.ndarray, image_id: str, quality: int = JPEG_QUALITY) -> np.ndarray:
     """The RGB image re-encoded as JPEG at ``quality`` (0-100) and decoded again."""
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"{image_id}: cv2 could not encode the image as JPEG")
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    bgr = jpeg_roundtrip(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def dark_edge(image: np.ndarray, image_id: str, fraction: float = EDGE_FRACTION,
@@ -84,10 +80,9 @@ def dark_edge(image: np.ndarray, image_id: str, fraction: float = EDGE_FRACTION,
     """The leftmost ``fraction`` of the width darkened by a smooth ramp, from ``floor`` times
     the grey level at the edge to unchanged at its end (the sheet's edge in view)."""
     edge = max(1, round(image.shape[1] * fraction))
-    x = np.arange(edge, dtype=np.float32) / edge
-    ramp = floor + (1.0 - floor) * x * x * (3.0 - 2.0 * x)      # smoothstep
+    ramp = smoothstep_ramp(edge, floor)
     out = image.copy()
-    out[:, :edge] = _to_uint8(image[:, :edge].astype(np.float32) * ramp[None, :, None])
+    out[:, :edge] = to_uint8(image[:, :edge].astype(np.float32) * ramp[None, :, None])
     return out
 
 

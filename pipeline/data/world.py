@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 
 from pipeline.config import HEIGHT, WIDTH
+from pipeline.data import photometric
+from pipeline.data.photometric import log_uniform
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,14 @@ def touch_borders(layout: dict, rng: np.random.Generator, world: World) -> dict:
     return layout
 
 
-def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
-    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
-
-
 def apply_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One camera and lighting for a float image in grey levels: contrast, exposure (x0.4 to
     x1.8), gamma, optional blur, sensor noise; returns float (clipping is the caller's)."""
-    mean = np.float32(img.mean())
-    img = (img - mean) * np.float32(rng.uniform(0.6, 1.5)) + mean
-    img = np.clip(img * np.float32(_log_uniform(rng, 0.4, 1.8)), 0, 255)
-    img = np.float32(255) * (img / np.float32(255)) ** np.float32(_log_uniform(rng, 0.7, 1.5))
+    img = photometric.contrast(img, np.float32(img.mean()), np.float32(rng.uniform(0.6, 1.5)))
+    img = np.clip(photometric.exposure(img, np.float32(log_uniform(rng, 0.4, 1.8))), 0, 255)
+    img = photometric.gamma_curve(img, np.float32(log_uniform(rng, 0.7, 1.5)))
     if rng.random() < 0.25:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+        img = photometric.gaussian_blur(img, rng.uniform(0.5, 1.5))
     sigma = np.float32(rng.uniform(0.0, 8.0))
     return img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
 

@@ -80,7 +80,7 @@ def test_a_missing_recipe_is_named(tmp_path, capsys):
     assert f"config file {tmp_path / 'nope.yaml'} does not exist" in capsys.readouterr().err
 
 
-def tiny_run(root: Path) -> tuple[Path, Path]:
+def trained_run(root: Path) -> tuple[Path, Path]:
     data, run = root / "data", root / "run"
     assert run_cli("synth", "--out", data, "--n-train", 8, "--n-test", 0, "--seed", 3,
                    "--workers", 1, "--quiet") == 0
@@ -99,7 +99,7 @@ def epoch_log(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_runs_config_json_replays_it_and_resume_refuses_other_settings(tmp_path, capsys):
-    data, run = tiny_run(tmp_path)
+    data, run = trained_run(tmp_path)
     replay = tmp_path / "replay"
     replay.mkdir()
     shutil.copy(run / "folds.csv", replay)
