@@ -44,7 +44,8 @@ class OOFAccumulator:
         counts = torch.empty((len(image_ids), len(self.thresholds), N_CLASSES, 3),
                              dtype=torch.int64)
         # Plain thresholds (no component filter): counted straight from the probabilities.
-        filtered = steps.MIN_COMPONENT.active(self.min_component)
+        fixed = {steps.MIN_COMPONENT.key: self.min_component}   # pixel steps not tuned here
+        filtered = any(step.active(fixed[step.key]) for step in steps.PIXEL_STEPS[1:])
         plain = [] if filtered else [k for k, t in enumerate(self.thresholds) if t is not None]
         if plain:
             with stage("metric"):
@@ -55,8 +56,7 @@ class OOFAccumulator:
                 continue
             with stage("postprocess"):
                 pred = steps.pixel_masks(probs, self.head, {
-                    steps.THRESHOLD.key: (threshold,) * N_CLASSES,
-                    steps.MIN_COMPONENT.key: self.min_component})
+                    steps.THRESHOLD.key: (threshold,) * N_CLASSES, **fixed})
             with stage("metric"):
                 counts[:, k] = torch.stack(metrics.pair_counts(pred, truth), dim=-1).cpu()
         self.image_ids.extend(image_ids)

@@ -15,8 +15,10 @@ Per class c, one value per step:
 Pixel steps change which pixels are on, so their values are counted (a candidate threshold
 is one slice of the counts); count steps only decide whether a class is kept for an image,
 from its predicted area and presence: ``keep`` is the same function of ``(N, 4)`` areas on
-both paths (numpy or torch, broadcasting). A new step is one class here, added to ``STEPS``
-(``PostProcess`` gets its field from it), plus its grid in ``tuning`` if cv tunes it.
+both paths (numpy or torch, broadcasting). A new step is one class here (``apply`` for a pixel
+step, ``keep`` for a count step) added to ``PIXEL_STEPS`` or ``COUNT_STEPS`` (``PostProcess``
+gets its field and postprocess.json its key from it), plus its grid in ``tuning`` if cv tunes
+it; a pixel step's value that cv does not tune also rides into the accumulator (``oof``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class Step:
             raise ValueError(f"{self.key} values must be {span}, got {values}")
         return values
 
+    def active(self, values: tuple) -> bool:
+        """Whether the values do anything (differ from the step's default somewhere)."""
+        return any(v != self.default for v in values)
+
     def json_ok(self, value: object) -> bool:
         """Whether a postprocess.json value has this step's shape: a list of one value per
         class (numbers, or null where the step allows it)."""
@@ -75,8 +81,9 @@ class Step:
 class PixelThreshold(Step):
     """Probabilities -> pixel masks."""
 
-    def masks(self, probs: torch.Tensor, head: str, values: tuple) -> torch.Tensor:
-        """``(N, 4, H, W)`` bool masks of ``(N, 4, H, W)`` probabilities."""
+    def apply(self, probs: torch.Tensor, masks: None, head: str, values: tuple) -> torch.Tensor:
+        """``(N, 4, H, W)`` bool masks of ``(N, 4, H, W)`` probabilities (it is the first
+        pixel step: there are no masks yet)."""
         masks = torch.empty(probs.shape, dtype=torch.bool, device=probs.device)
         default = None
         for c, threshold in enumerate(values):
@@ -95,7 +102,8 @@ class SmallComponents(Step):
         """Whether any class removes components (a size of 0 or 1 removes nothing)."""
         return any(v > 1 for v in values)
 
-    def masks(self, masks: torch.Tensor, values: tuple) -> torch.Tensor:
+    def apply(self, probs: torch.Tensor, masks: torch.Tensor, head: str,
+              values: tuple) -> torch.Tensor:
         """``(N, 4, H, W)`` bool masks with each class's components below its size removed."""
         for c, min_size in enumerate(values):
             masks[:, c] = remove_small_components(masks[:, c], min_size)
@@ -155,9 +163,12 @@ def remove_small_components(masks: torch.Tensor, min_size: int) -> torch.Tensor:
 
 
 def pixel_masks(probs: torch.Tensor, head: str, values: dict) -> torch.Tensor:
-    """``(N, 4, H, W)`` masks after every pixel step; ``values``: step key -> per-class values."""
-    masks = THRESHOLD.masks(probs, head, values[THRESHOLD.key])
-    return MIN_COMPONENT.masks(masks, values[MIN_COMPONENT.key])
+    """``(N, 4, H, W)`` masks after every pixel step in order; ``values``: step key ->
+    per-class values."""
+    masks = None
+    for step in PIXEL_STEPS:
+        masks = step.apply(probs, masks, head, values[step.key])
+    return masks
 
 
 def keep(pred_area, presence, values: dict):
