@@ -305,7 +305,7 @@ def main() -> None:
               f"{'keeps freed memory' if tuned else 'default'}")
         print(f"fp32 matmul {peak:.0f} GFLOP/s; FCN32-VGG11 {gflop:.1f} GFLOP per image: limit "
               f"{peak / gflop:.2f} images/s")
-        for key, result in results.items():
+        for key, result in [(k, results[k]) for k in ('eager', 'compiled') if k in results]:
             model, e2e = result["model_only_img_s"], result["end_to_end_img_s"]
             print(f"{key:9} model-only {model:.3f} images/s ({model * gflop / peak:.2f} of the "
                   f"limit); end-to-end {e2e:.3f} images/s ({e2e * gflop / peak:.2f}), overhead "
