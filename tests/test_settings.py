@@ -11,11 +11,12 @@ import pytest
 from helpers import TINY_TRAIN, run_cli
 
 from pipeline import cli, options
+from pipeline.data.augment import PRESETS
 from pipeline.data.shifts import SHIFTS
 from pipeline.data.world import WORLDS
 from pipeline.inference.config import TTA_MODES, InferenceConfig
 from pipeline.models.losses import LOSSES
-from pipeline.models.registry import MODELS
+from pipeline.models.registry import HEADS, MODELS
 from pipeline.training.config import TrainConfig
 from pipeline.training.optimizers import OPTIMIZERS
 
@@ -123,7 +124,8 @@ def test_a_runs_config_json_replays_it_and_resume_refuses_other_settings(tmp_pat
 
 
 @pytest.mark.parametrize("registry, field", [
-    (MODELS, "model"), (LOSSES, "loss"), (OPTIMIZERS, "optimizer")])
+    (MODELS, "model"), (HEADS, "head"), (LOSSES, "loss"), (OPTIMIZERS, "optimizer"),
+    (PRESETS, "augment")])
 def test_a_registered_training_name_is_accepted_by_config_and_cli(monkeypatch, registry, field):
     name = next(iter(registry))
     monkeypatch.setitem(registry, "dummy", registry[name])

@@ -23,9 +23,6 @@ from torchvision.transforms import v2
 
 from pipeline.data.photometric import jpeg_roundtrip, log_uniform_torch
 
-PRESETS = ("none", "flips", "light", "strong")
-
-
 class _Gamma:
     """A random gamma in [low, high], log-uniform (as likely to darken as to lighten)."""
 
@@ -73,25 +70,34 @@ def _on_image(fn: Callable, p: float) -> v2.Transform:
     return v2.RandomApply([v2.Lambda(fn, tv_tensors.Image)], p=p)
 
 
+def _light() -> v2.Compose:
+    return v2.Compose([
+        _on_image(_Brightness(0.75, 1.33), 0.5),
+        v2.RandomApply([v2.ColorJitter(contrast=(0.8, 1.25))], p=0.5),
+        _on_image(_Gamma(0.8, 1.25), 0.5)])
+
+
+def _strong() -> v2.Compose:
+    return v2.Compose([
+        v2.RandomApply([v2.RandomAffine(degrees=0.0, translate=(0.03, 0.03))], p=0.3),
+        _on_image(_Brightness(0.3, 1.8), 0.8),
+        v2.RandomApply([v2.ColorJitter(contrast=(0.5, 1.5))], p=0.5),
+        _on_image(_Gamma(0.5, 2.0), 0.5),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.3),
+        _on_image(_Noise(12.0), 0.3),
+        _on_image(_Jpeg(20, 95), 0.3)])
+
+
+# preset -> its photometric / shift part (None: nothing beyond the dataset's flips, or none)
+PRESETS: dict[str, Callable[[], v2.Compose | None]] = {
+    "none": lambda: None, "flips": lambda: None, "light": _light, "strong": _strong}
+
+
 def build(preset: str) -> v2.Compose | None:
     """The photometric / shift part of a preset (flips are the dataset's); None when empty."""
     if preset not in PRESETS:
         raise ValueError(f"--augment {preset!r} is not one of {', '.join(PRESETS)}")
-    if preset == "light":
-        return v2.Compose([
-            _on_image(_Brightness(0.75, 1.33), 0.5),
-            v2.RandomApply([v2.ColorJitter(contrast=(0.8, 1.25))], p=0.5),
-            _on_image(_Gamma(0.8, 1.25), 0.5)])
-    if preset == "strong":
-        return v2.Compose([
-            v2.RandomApply([v2.RandomAffine(degrees=0.0, translate=(0.03, 0.03))], p=0.3),
-            _on_image(_Brightness(0.3, 1.8), 0.8),
-            v2.RandomApply([v2.ColorJitter(contrast=(0.5, 1.5))], p=0.5),
-            _on_image(_Gamma(0.5, 2.0), 0.5),
-            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.3),
-            _on_image(_Noise(12.0), 0.3),
-            _on_image(_Jpeg(20, 95), 0.3)])
-    return None
+    return PRESETS[preset]()
 
 
 def apply(pipeline: v2.Compose, image: torch.Tensor,
