@@ -77,3 +77,22 @@ def test_the_preset_is_recorded_in_the_checkpoint(tmp_path):
                    "--max-steps", 1, "--augment", "strong", *TINY_TRAIN) == 0
     state = checkpoint.load(run / "checkpoints" / "fold0" / "best.pt")
     assert state["config"]["augment"] == "strong"
+
+
+def test_a_preset_pickles_into_workers_and_draws_the_same():
+    """DataLoader workers get a pickled copy of the dataset's pipeline."""
+    import pickle
+    image, masks = bright_square()
+    outputs = []
+    for pipeline in (augment.build("strong"), pickle.loads(pickle.dumps(augment.build("strong")))):
+        torch.manual_seed(8)
+        outputs.append([augment.apply(pipeline, image, masks)[0] for _ in range(12)])
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
+
+
+def test_the_preset_table_names_known_steps():
+    for preset, steps in augment.PRESET_STEPS.items():
+        assert preset in augment.PRESETS
+        for name, (low, high), p in steps:
+            assert name in augment.STEPS or name == "shift"
+            assert low <= high and 0 < p <= 1

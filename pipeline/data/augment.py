@@ -1,96 +1,128 @@
-"""Training augmentation presets, from torchvision.transforms.v2, masks moved with the images.
+"""Training augmentation presets: photometric steps from ``data.photometric`` (parameters drawn
+from torch's RNG, so a seeded run is repeatable) and a small shift from torchvision.transforms.v2,
+masks moved with the images.
 
-Why torchvision.transforms.v2 rather than albumentations: it is already a dependency, works on
-the uint8 tensors the datasets hand out (no float round trip), and moves ``tv_tensors.Mask``
-with every geometric transform (nearest neighbour) while photometric ones touch the image only.
+Why torchvision.transforms.v2 for the composition rather than albumentations: it is already a
+dependency, works on the uint8 tensors the datasets hand out (no float round trip), and moves
+``tv_tensors.Mask`` with every geometric transform (nearest neighbour) while photometric steps
+touch the image only.
 
 Presets (``--augment``): ``none``; ``flips`` (horizontal and vertical flips, the pipeline's
 original augmentation and the default); ``light`` (flips, mild brightness / contrast / gamma);
 ``strong`` (flips, brightness x0.3-1.8, contrast, gamma 0.5-2, Gaussian noise, blur, JPEG
 quality 20-95, small shifts), for a model that holds up when the camera or lighting changes.
-The flips are drawn by the dataset (``Transform.flips``); the rest here, from torch's RNG, so a
-seeded run is repeatable.
+The flips are drawn by the dataset (``Transform.flips``); the rest is ``PRESET_STEPS``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
-import cv2
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipeline.data.photometric import jpeg_roundtrip, log_uniform_torch
+from pipeline.data import photometric
 
-class _Gamma:
-    """A random gamma in [low, high], log-uniform (as likely to darken as to lighten)."""
+# preset -> its steps after the dataset's flips, in order: (step, range, probability).
+# brightness, gamma: log-uniform factors; contrast: uniform factor; blur: sigma in pixels;
+# noise: sigma in grey levels; jpeg: quality, both ends included; shift: fraction of (w, h).
+PRESET_STEPS: dict[str, tuple[tuple[str, tuple[float, float], float], ...]] = {
+    "light": (("brightness", (0.75, 1.33), 0.5),
+              ("contrast", (0.8, 1.25), 0.5),
+              ("gamma", (0.8, 1.25), 0.5)),
+    "strong": (("shift", (0.03, 0.03), 0.3),
+               ("brightness", (0.3, 1.8), 0.8),
+               ("contrast", (0.5, 1.5), 0.5),
+               ("gamma", (0.5, 2.0), 0.5),
+               ("blur", (0.3, 1.5), 0.3),
+               ("noise", (0.0, 12.0), 0.3),
+               ("jpeg", (20, 95), 0.3)),
+}
+
+
+class _Step:
+    """A photometric step on the image only: ``draw`` its parameter in [low, high] from torch's
+    global RNG (what DataLoader workers seed), then apply ``op`` (``photometric.tensor_*``)."""
+
+    op: Callable[[torch.Tensor, object], torch.Tensor]
 
     def __init__(self, low: float, high: float) -> None:
         self.low, self.high = low, high
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return v2.functional.adjust_gamma(image, log_uniform_torch(self.low, self.high))
-
-
-class _Brightness(_Gamma):
-    """Multiply by a log-uniform factor in [low, high] (x0.3 as likely as x3.3)."""
+    def draw(self, image: torch.Tensor) -> object:
+        """A log-uniform factor (x0.5 as likely as x2)."""
+        return photometric.log_uniform(None, self.low, self.high)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return v2.functional.adjust_brightness(image, log_uniform_torch(self.low, self.high))
+        plain = image.as_subclass(torch.Tensor)
+        return tv_tensors.wrap(self.op(plain, self.draw(plain)), like=image)
 
 
-class _Noise:
-    """Gaussian sensor noise of a random sigma up to ``most`` grey levels, on uint8 images."""
-
-    def __init__(self, most: float) -> None:
-        self.most = most
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        sigma = float(torch.rand(())) * self.most
-        noisy = image.float() + torch.randn(image.shape) * sigma
-        return tv_tensors.wrap(noisy.round_().clamp_(0, 255).to(torch.uint8), like=image)
+class _Brightness(_Step):
+    op = staticmethod(photometric.tensor_brightness)
 
 
-class _Jpeg:
-    """Re-encode as JPEG at a random quality in [low, high] (OpenCV's libjpeg; torchvision's
-    JPEG codec is deprecated)."""
-
-    def __init__(self, low: int, high: int) -> None:
-        self.low, self.high = low, high
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        quality = int(torch.randint(self.low, self.high + 1, ()))
-        decoded = jpeg_roundtrip(image.permute(1, 2, 0).contiguous().numpy(), quality)
-        return tv_tensors.wrap(torch.from_numpy(decoded).permute(2, 0, 1).contiguous(),
-                               like=image)
+class _Gamma(_Step):
+    op = staticmethod(photometric.tensor_gamma)
 
 
-def _on_image(fn: Callable, p: float) -> v2.Transform:
-    return v2.RandomApply([v2.Lambda(fn, tv_tensors.Image)], p=p)
+class _Contrast(_Step):
+    op = staticmethod(photometric.tensor_contrast)
+
+    def draw(self, image: torch.Tensor) -> float:
+        """A uniform factor, after the permutation ColorJitter drew first (seeded runs repeat)."""
+        torch.randperm(4)
+        return float(torch.empty(1).uniform_(self.low, self.high))
 
 
-def _light() -> v2.Compose:
-    return v2.Compose([
-        _on_image(_Brightness(0.75, 1.33), 0.5),
-        v2.RandomApply([v2.ColorJitter(contrast=(0.8, 1.25))], p=0.5),
-        _on_image(_Gamma(0.8, 1.25), 0.5)])
+class _Blur(_Step):
+    op = staticmethod(photometric.tensor_blur)
+
+    def draw(self, image: torch.Tensor) -> float:
+        """A uniform sigma."""
+        return torch.empty(1).uniform_(self.low, self.high).item()
 
 
-def _strong() -> v2.Compose:
-    return v2.Compose([
-        v2.RandomApply([v2.RandomAffine(degrees=0.0, translate=(0.03, 0.03))], p=0.3),
-        _on_image(_Brightness(0.3, 1.8), 0.8),
-        v2.RandomApply([v2.ColorJitter(contrast=(0.5, 1.5))], p=0.5),
-        _on_image(_Gamma(0.5, 2.0), 0.5),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.3),
-        _on_image(_Noise(12.0), 0.3),
-        _on_image(_Jpeg(20, 95), 0.3)])
+class _Noise(_Step):
+    op = staticmethod(photometric.tensor_noise)
+
+    def draw(self, image: torch.Tensor) -> torch.Tensor:
+        """Grain of a uniform sigma, one value per pixel and channel."""
+        sigma = self.low + float(torch.rand(())) * (self.high - self.low)
+        return photometric.gaussian_grain(None, image.shape, sigma)
+
+
+class _Jpeg(_Step):
+    op = staticmethod(photometric.tensor_jpeg)
+
+    def draw(self, image: torch.Tensor) -> int:
+        """A uniform integer quality."""
+        return int(torch.randint(int(self.low), int(self.high) + 1, ()))
+
+
+STEPS: dict[str, type[_Step]] = {"brightness": _Brightness, "contrast": _Contrast, "gamma": _Gamma,
+                                 "blur": _Blur, "noise": _Noise, "jpeg": _Jpeg}
+
+
+def _step(name: str, low: float, high: float) -> v2.Transform:
+    """One step of a preset as a transform of the image and the masks."""
+    if name == "shift":
+        return v2.RandomAffine(degrees=0.0, translate=(low, high))
+    return v2.Lambda(STEPS[name](low, high), tv_tensors.Image)
+
+
+def _compose(preset: str) -> v2.Compose:
+    """The steps of ``PRESET_STEPS[preset]``, each applied with its probability."""
+    return v2.Compose([v2.RandomApply([_step(name, *span)], p=p)
+                       for name, span, p in PRESET_STEPS[preset]])
 
 
 # preset -> its photometric / shift part (None: nothing beyond the dataset's flips, or none)
 PRESETS: dict[str, Callable[[], v2.Compose | None]] = {
-    "none": lambda: None, "flips": lambda: None, "light": _light, "strong": _strong}
+    "none": lambda: None, "flips": lambda: None,
+    **{name: partial(_compose, name) for name in PRESET_STEPS}}
 
 
 def build(preset: str) -> v2.Compose | None:

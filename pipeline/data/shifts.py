@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from pipeline.data.photometric import contrast as contrast_about
-from pipeline.data.photometric import exposure, gamma_table, gaussian_blur, jpeg_roundtrip, \
-    smoothstep_ramp, to_uint8
+from pipeline.data.photometric import exposure, gamma_table, gaussian_blur, gaussian_grain, \
+    jpeg_roundtrip, smoothstep_ramp, to_uint8
 
 Shift = Callable[[np.ndarray, str], np.ndarray]
 
@@ -64,8 +64,8 @@ def noise_seed(image_id: str) -> int:
 def noise(image: np.ndarray, image_id: str, sigma: float = NOISE_SIGMA) -> np.ndarray:
     """Gaussian sensor noise of ``sigma`` grey levels, one value per pixel for all channels
     (grey stays grey), seeded by the image id."""
-    rng = np.random.default_rng(noise_seed(image_id))
-    grain = rng.normal(0.0, sigma, size=(*image.shape[:2], 1)).astype(np.float32)
+    grain = gaussian_grain(np.random.default_rng(noise_seed(image_id)), (*image.shape[:2], 1),
+                           sigma, draws=np.float64)
     return to_uint8(image.astype(np.float32) + grain)
 
 

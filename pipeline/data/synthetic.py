@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,8 @@ def _make_image(job: tuple) -> list[str]:
     path, seed, index, split, contrast, class_weights, world = job
     rng = np.random.default_rng([seed, index, split])
     layout = touch_borders(sample_layout(rng, class_weights, world.p_dark_edge), rng, world)
-    gray = render_image(layout, rng, contrast, apply_look if world.looks else None)
+    look = None if world.look is None else partial(apply_look, look=world.look)
+    gray = render_image(layout, rng, contrast, look)
     ok, jpeg = cv2.imencode(".jpg", cv2.merge([gray, gray, gray]),
                             [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality(rng, world)])
     if not ok:

@@ -20,17 +20,29 @@ from pipeline.data.photometric import log_uniform
 
 
 @dataclass(frozen=True)
+class Look:
+    """The ranges one image's camera and lighting are drawn from (``apply_look``), in order."""
+
+    contrast: tuple[float, float] = (0.6, 1.5)   # factor about the image's mean, uniform
+    exposure: tuple[float, float] = (0.4, 1.8)   # factor, log-uniform, then clipped to 0-255
+    gamma: tuple[float, float] = (0.7, 1.5)      # exponent, log-uniform
+    p_blur: float = 0.25
+    blur: tuple[float, float] = (0.5, 1.5)       # sigma in pixels, uniform
+    noise: tuple[float, float] = (0.0, 8.0)      # sigma in grey levels, uniform
+
+
+@dataclass(frozen=True)
 class World:
     """The spread of the synthetic images."""
 
     p_dark_edge: float = 0.15
     p_border: float = 0.0   # per defect: moved so that it crosses the left or right border
-    looks: bool = False     # exposure, contrast, gamma, blur and noise drawn per image
+    look: Look | None = None  # exposure, contrast, gamma, blur and noise drawn per image
     jpeg_quality: tuple[int, int] = (90, 90)
 
 
 WORLDS = {"narrow": World(),
-          "wide": World(p_dark_edge=0.3, p_border=0.15, looks=True, jpeg_quality=(30, 95))}
+          "wide": World(p_dark_edge=0.3, p_border=0.15, look=Look(), jpeg_quality=(30, 95))}
 
 
 def _shift_x(defect: dict, dx: float) -> None:
@@ -62,16 +74,17 @@ def touch_borders(layout: dict, rng: np.random.Generator, world: World) -> dict:
     return layout
 
 
-def apply_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One camera and lighting for a float image in grey levels: contrast, exposure (x0.4 to
-    x1.8), gamma, optional blur, sensor noise; returns float (clipping is the caller's)."""
-    img = photometric.contrast(img, np.float32(img.mean()), np.float32(rng.uniform(0.6, 1.5)))
-    img = np.clip(photometric.exposure(img, np.float32(log_uniform(rng, 0.4, 1.8))), 0, 255)
-    img = photometric.gamma_curve(img, np.float32(log_uniform(rng, 0.7, 1.5)))
-    if rng.random() < 0.25:
-        img = photometric.gaussian_blur(img, rng.uniform(0.5, 1.5))
-    sigma = np.float32(rng.uniform(0.0, 8.0))
-    return img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
+def apply_look(img: np.ndarray, rng: np.random.Generator, look: Look = Look()) -> np.ndarray:
+    """One camera and lighting for a float image in grey levels, drawn from ``look``: contrast,
+    exposure, gamma, optional blur, sensor noise; returns float (clipping is the caller's)."""
+    factor = np.float32(rng.uniform(*look.contrast))
+    img = photometric.contrast(img, np.float32(img.mean()), factor)
+    img = np.clip(photometric.exposure(img, np.float32(log_uniform(rng, *look.exposure))), 0, 255)
+    img = photometric.gamma_curve(img, np.float32(log_uniform(rng, *look.gamma)))
+    if rng.random() < look.p_blur:
+        img = photometric.gaussian_blur(img, rng.uniform(*look.blur))
+    sigma = np.float32(rng.uniform(*look.noise))
+    return img + photometric.gaussian_grain(rng, img.shape, sigma)
 
 
 def jpeg_quality(rng: np.random.Generator, world: World) -> int:
