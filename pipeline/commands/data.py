@@ -1,4 +1,4 @@
-"""Data commands: ``synth`` (a synthetic dataset), ``stats``, ``folds``."""
+"""Data commands: ``synth`` (a synthetic dataset), ``stats``, ``folds``, ``realism``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from pipeline import config, options
-from pipeline.data.world import WORLDS
+from pipeline.data.world import DEFAULT_WORLD, WORLDS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``synth``, ``stats`` and ``folds``."""
+    """Add ``synth``, ``stats``, ``folds`` and ``realism``."""
     synth = commands.add_parser("synth", help="write a synthetic Severstal-format dataset")
     synth.add_argument("--out", required=True, help="output directory (the competition layout)")
     synth.add_argument("--n-train", type=int, default=1000, help="training images")
@@ -20,10 +20,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--class-mix", default="real", choices=["real", "balanced"],
                        help="class frequencies: the real train set's, or every class alike "
                             "(default: real)")
-    synth.add_argument("--world", default="wide", choices=list(WORLDS),
-                       help="wide: varied exposure, contrast, gamma, blur, noise, JPEG quality, "
-                            "sheet edges and defects on the border; narrow: one look "
-                            "(the original generator) (default: wide)")
+    synth.add_argument("--world", default=DEFAULT_WORLD, choices=list(WORLDS),
+                       help="realistic: label geometry and looks calibrated to the real data; "
+                            "held-out: the same labels, looks from ranges realistic never uses; "
+                            "wide: the classic generator with varied exposure, contrast, gamma, "
+                            "blur, noise, JPEG quality, sheet edges and defects on the border; "
+                            "narrow: the classic generator's one look "
+                            f"(default: {DEFAULT_WORLD})")
     synth.add_argument("--old-format", action="store_true",
                        help="write train.csv in the original ImageId_ClassId format")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -40,6 +43,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     folds.add_argument("--n-folds", type=int, default=5, help="number of folds")
     folds.add_argument("--seed", type=int, default=0, help="shuffle seed")
     folds.set_defaults(handler=folds_command)
+
+    realism = commands.add_parser("realism", help="label and image quantiles vs the real data's")
+    options.add_data_dir(realism)
+    realism.add_argument("--images", type=int, default=400,
+                         help="train images whose looks are measured (default 400; all masks)")
+    realism.set_defaults(handler=realism_command)
 
 
 def synth_command(args: argparse.Namespace) -> int:
@@ -74,4 +83,16 @@ def folds_command(args: argparse.Namespace) -> int:
     folds.write_folds(split, run.folds_csv)
     print(folds.fold_class_counts(split).to_string())
     print(f"wrote {run.folds_csv}")
+    return 0
+
+
+def realism_command(args: argparse.Namespace) -> int:
+    """Print the dataset's label and image quantiles next to the real competition's."""
+    from pipeline.data import realism
+
+    if args.images < 1:
+        raise ValueError(f"--images must be >= 1, got {args.images}")
+    paths = config.resolve_data_dir(args.data_dir)
+    labels, images = realism.dataset_measures(paths.root, limit=args.images)
+    print(realism.report(labels, images))
     return 0

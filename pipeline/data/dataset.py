@@ -27,6 +27,7 @@ class Transform:
 
     ``decode``: "scaled" decodes the JPEG at 1/2, 1/4 or 1/8 size when ``scale`` allows it
     (``images.reduction_for``) and resizes from there; "full" decodes at 256x1600 first.
+    ``crop_focus``: the probability that a crop is placed on a defect (``focused_crop``).
     """
 
     scale: float = 1.0
@@ -34,12 +35,15 @@ class Transform:
     flips: bool = False
     augment: str = "none"
     decode: str = "scaled"
+    crop_focus: float = 0.0
 
     def __post_init__(self) -> None:
         augment.build(self.augment)  # ValueError for an unknown preset
         if self.decode not in images.DECODES:
             raise ValueError(f"decode {self.decode!r} is not valid; "
                              f"valid: {', '.join(images.DECODES)}")
+        if not 0.0 <= self.crop_focus <= 1.0:
+            raise ValueError(f"--crop-focus is a probability in [0, 1], got {self.crop_focus}")
         if not 0.0 < self.scale <= 4.0:
             raise ValueError(f"--scale {self.scale} must be in (0, 4]")
         size = self.input_size()
@@ -120,8 +124,11 @@ class SteelDataset(Dataset):
         if not self.full_masks and self.rles is not None:
             masks = images.resize(masks.transpose(1, 2, 0), t.input_size(), masks=True).transpose(2, 0, 1)
         if t.crop is not None:  # training only, where there are masks
-            top = int(torch.randint(0, image.shape[0] - t.crop[0] + 1, ()))
-            left = int(torch.randint(0, image.shape[1] - t.crop[1] + 1, ()))
+            focus = t.crop_focus > 0 and float(torch.rand(())) < t.crop_focus
+            placed = focused_crop(masks, t.crop) if focus else None
+            top, left = placed[1:] if placed else (
+                int(torch.randint(0, image.shape[0] - t.crop[0] + 1, ())),
+                int(torch.randint(0, image.shape[1] - t.crop[1] + 1, ())))
             image = image[top:top + t.crop[0], left:left + t.crop[1]]
             masks = masks[:, top:top + t.crop[0], left:left + t.crop[1]]
         if t.flips:
@@ -135,6 +142,23 @@ class SteelDataset(Dataset):
         if self.rles is not None:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
         return item
+
+
+def focused_crop(masks: np.ndarray, crop: tuple[int, int]) -> tuple[int, int, int] | None:
+    """``(class index, top, left)``: a crop holding a pixel of a class drawn uniformly from
+    the classes of ``masks`` ``(4, H, W)`` (the pixel drawn uniformly from that class, its
+    place in the crop too), or None for a defect-free image (the caller then crops at random)."""
+    present = np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1))
+    if not len(present):
+        return None
+    drawn = int(present[int(torch.randint(0, len(present), ()))])
+    plane = masks[drawn]
+    pixels = np.flatnonzero(plane)
+    y, x = divmod(int(pixels[int(torch.randint(0, len(pixels), ()))]), plane.shape[1])
+    (height, width), (crop_h, crop_w) = plane.shape, crop
+    top = int(torch.randint(max(0, y - crop_h + 1), min(y, height - crop_h) + 1, ()))
+    left = int(torch.randint(max(0, x - crop_w + 1), min(x, width - crop_w) + 1, ()))
+    return drawn, top, left
 
 
 def to_model_input(images: torch.Tensor, device: torch.device,

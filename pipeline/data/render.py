@@ -104,6 +104,15 @@ def sample_layout(rng: np.random.Generator, class_weights: tuple = CLASS_WEIGHTS
     if rng.random() < p_dark_edge:
         edge = (bool(rng.random() < 0.5), int(np.exp(rng.uniform(np.log(4), np.log(500)))))
         lo, hi = (edge[1] + 8.0, hi) if edge[0] else (lo, WIDTH - edge[1] - 8.0)
+    defects = place_defects(rng, (_pits, _marks, _bands, _blobs), class_weights, lo, hi)
+    return {"edge": edge, "defects": defects}
+
+
+def place_defects(rng: np.random.Generator, makers: tuple, class_weights: tuple,
+                  lo: float, hi: float) -> list:
+    """No defect, or one or two classes drawn by ``class_weights``, each drawn by its maker
+    (``makers[c - 1](rng, lo, hi)``) in its own part of the columns ``lo..hi``; polygons
+    clipped to that span. The worlds' layouts share it, so their random streams are alike."""
     classes = []
     if rng.random() < P_DEFECT:
         n = 2 if rng.random() < P_TWO_CLASSES else 1
@@ -113,11 +122,10 @@ def sample_layout(rng: np.random.Generator, class_weights: tuple = CLASS_WEIGHTS
     if len(classes) == 2:  # keep the two classes apart so that they rarely overlap
         cut = lo + (hi - lo) * rng.uniform(0.35, 0.65)
         ranges = [(lo, cut - 10), (cut + 10, hi)][::int(rng.choice([1, -1]))]
-    makers = (_pits, _marks, _bands, _blobs)
     defects = [makers[c - 1](rng, *r) for c, r in zip(classes, ranges)]
     for defect in defects:
         defect["polys"] = [np.clip(p, (lo, 0), (hi - 1, HEIGHT - 1)) for p in defect["polys"]]
-    return {"edge": edge, "defects": defects}
+    return defects
 
 
 def layout_masks(layout: dict) -> np.ndarray:

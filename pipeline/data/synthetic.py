@@ -17,10 +17,11 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import fileio
+from pipeline.data import realistic, realistic_look
 from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 from pipeline.data.render import CLASS_MIXES, layout_masks, render_image, sample_layout
 from pipeline.data.rle import encode
-from pipeline.data.world import WORLDS, apply_look, jpeg_quality, touch_borders
+from pipeline.data.world import DEFAULT_WORLD, WORLDS, apply_look, jpeg_quality, touch_borders
 
 TRAIN, TEST = 0, 1
 
@@ -45,9 +46,13 @@ def _make_image(job: tuple) -> list[str]:
     """Worker: render one image, write its JPEG atomically, return its four RLE strings."""
     path, seed, index, split, contrast, class_weights, world = job
     rng = np.random.default_rng([seed, index, split])
-    layout = touch_borders(sample_layout(rng, class_weights, world.p_dark_edge), rng, world)
-    look = None if world.look is None else partial(apply_look, look=world.look)
-    gray = render_image(layout, rng, contrast, look)
+    if world.sheet is not None:
+        layout = realistic.sample_layout(rng, class_weights)
+        gray = realistic_look.render_image(layout, rng, contrast, world.sheet)
+    else:
+        layout = touch_borders(sample_layout(rng, class_weights, world.p_dark_edge), rng, world)
+        look = None if world.look is None else partial(apply_look, look=world.look)
+        gray = render_image(layout, rng, contrast, look)
     ok, jpeg = cv2.imencode(".jpg", cv2.merge([gray, gray, gray]),
                             [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality(rng, world)])
     if not ok:
@@ -109,7 +114,7 @@ def _write_labels(out_dir: Path, train: dict, test: dict, old_format: bool) -> N
 def write_dataset(out_dir: Path, n_train: int, n_test: int, seed: int = 0,
                   old_format: bool = False, quiet: bool = False, workers: int | None = None,
                   *, contrast: float = 1.0, class_mix: str = "real",
-                  world: str = "wide") -> dict:
+                  world: str = DEFAULT_WORLD) -> dict:
     """Write a synthetic dataset in the competition layout to out_dir; return a summary."""
     start = time.perf_counter()
     _check_args(n_train, n_test, seed, workers)

@@ -1,10 +1,15 @@
-"""How wide the synthetic world is: ``narrow`` (one camera: the original generator) or ``wide``
-(the default: defects touching the strip's left or right border, sheet edges twice as often,
-and per image an exposure from very dark to saturated, contrast, gamma, blur, sensor noise and
-JPEG quality), so a model trained on it has seen many looks rather than one.
+"""The synthetic worlds. ``realistic`` (the default): label geometry and looks calibrated to
+the real competition's quantiles (``realistic.py``, ``realistic_look.py``: black off-sheet
+regions, strong streaks and contrast); ``held-out``: the same labels, looks from ranges
+``realistic`` never uses (to check a model on looks it never trained on). The classic
+generator (``render.py``): ``narrow`` (one camera: the original generator) or ``wide``
+(defects touching the strip's left or right border, sheet edges twice as often, and per image
+an exposure from very dark to saturated, contrast, gamma, blur, sensor noise and JPEG
+quality).
 
 Every draw comes from the image's own generator, after the layout's, so ``narrow`` images are
-byte for byte what the original generator made.
+byte for byte what the original generator made, and ``wide`` ones what they were before the
+realistic worlds came (``tests/test_world.py`` pins both).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from pipeline.config import HEIGHT, WIDTH
 from pipeline.data import photometric
 from pipeline.data.photometric import log_uniform
+from pipeline.data.realistic_look import HELD_OUT, REALISTIC, Sheet
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,16 @@ class World:
     p_border: float = 0.0   # per defect: moved so that it crosses the left or right border
     look: Look | None = None  # exposure, contrast, gamma, blur and noise drawn per image
     jpeg_quality: tuple[int, int] = (90, 90)
+    # None: the classic layout and texture (render.py); else the realistic ones (realistic*.py)
+    # with the look drawn from these ranges (p_dark_edge, p_border and look then unused)
+    sheet: Sheet | None = None
 
 
 WORLDS = {"narrow": World(),
-          "wide": World(p_dark_edge=0.3, p_border=0.15, look=Look(), jpeg_quality=(30, 95))}
+          "wide": World(p_dark_edge=0.3, p_border=0.15, look=Look(), jpeg_quality=(30, 95)),
+          "realistic": World(sheet=REALISTIC, jpeg_quality=(72, 88)),
+          "held-out": World(sheet=HELD_OUT, jpeg_quality=(40, 69))}
+DEFAULT_WORLD = "realistic"
 
 
 def _shift_x(defect: dict, dx: float) -> None:
