@@ -15,15 +15,26 @@ from pipeline.training.config import TrainConfig
 
 @pytest.mark.parametrize("field, value, words", [
     ("amp", "fp8", "--amp 'fp8' is not valid; valid values: auto, none, bf16, fp16"),
-    ("loss", "focal", "valid values: ce, dice, ce+dice, bce, bce+dice"),
+    ("loss", "tversky", "valid values: ce, dice, ce+dice, bce, bce+dice, focal"),
     ("head", "tanh", "valid values: softmax, sigmoid"),
-    ("optimizer", "lamb", "valid values: adamw, sgd"),
+    ("optimizer", "lamb", "valid values: adamw, adam, sgd"),
     ("model", "segnet", "valid values: fcn32_vgg11, unet, unetplusplus, fpn"),
     ("gate", True, "--gate needs --cls-weight > 0"),
     ("device", "tpu", "--device 'tpu' is not valid; valid values: auto, cpu, cuda, cuda:N"),
     ("epochs", 0, "--epochs must be at least 1"),
     ("lr", -1.0, "--lr must be > 0"),
     ("background_prior", 1.0, "--background-prior must be in (0, 1)"),
+    ("select", "iou", "--select 'iou' is not valid; valid values: tuned, default, loss"),
+    ("ema_decay", -0.1, "--ema-decay must be in [0, 1), got -0.1"),
+    ("ema_decay", 1.0, "--ema-decay must be in [0, 1), got 1.0"),
+    ("average_top_k", 0, "--average-top-k must be at least 1"),
+    ("sampler", "weighted", "valid values: uniform, balanced"),
+    ("sample_shares", (0.5, 0.5, 0.5, -0.5, 0.0), "--sample-shares needs 5 shares in [0, 1]"),
+    ("sample_shares", (1.5, 0.0, 0.0, 0.0, -0.5), "--sample-shares needs 5 shares in [0, 1]"),
+    ("sample_shares", (0.5, 0.5), "--sample-shares needs 5 shares"),
+    ("crop_focus", 1.5, "--crop-focus is a probability in [0, 1], got 1.5"),
+    ("dice_weight", -1.0, "--dice-weight must be >= 0"),
+    ("pos_weight", (2.0, 2.0, 1.0, 1.5), "pos_weight weights the BCE of the sigmoid head"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(field, value, words):
     extra = {"cls_weight": 0.0} if field == "gate" else {}
@@ -31,6 +42,28 @@ def test_bad_values_are_refused_when_the_config_is_built(field, value, words):
         TrainConfig(**{field: value}, **extra)
     with pytest.raises(ValueError, match=re.escape(words)):   # e.g. an edited config.json
         TrainConfig.from_dict({**TrainConfig().as_dict(), field: value, **extra})
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"head": "sigmoid", "loss": "bce", "pos_weight": (2.0, 2.0, 1.0)},
+     "pos_weight (one per class) needs 4 values, got 3"),
+    ({"head": "sigmoid", "loss": "bce", "pos_weight": (2.0, 2.0, 1.0, -1.0)},
+     "pos_weight (one per class) must be finite and >= 0"),
+    ({"head": "sigmoid", "loss": "lovasz", "dice_weight": 0.5},
+     "loss 'lovasz' has no Dice term to weight: use a +dice loss (bce+dice, focal+dice)"),
+    ({"loss": "ce", "head": "sigmoid"}, "loss 'ce' needs the softmax head"),
+])
+def test_a_loss_that_cannot_be_built_is_refused_with_the_config(values, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        TrainConfig(**values)
+
+
+def test_the_first_place_loss_and_the_learning_settings_pass():
+    cfg = TrainConfig(head="sigmoid", loss="bce+dice", pos_weight=(2.0, 2.0, 1.0, 1.5),
+                      pixel_weight=0.75, dice_weight=0.25, ema_decay=0.99, average_top_k=3,
+                      sampler="balanced", sample_shares=(0.4, 0.15, 0.15, 0.15, 0.15),
+                      crop_focus=0.5, select="loss")
+    assert TrainConfig.from_dict(cfg.as_dict()) == cfg
 
 
 def test_good_values_pass():

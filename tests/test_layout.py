@@ -14,7 +14,7 @@ ALLOWED = {
     "ground": {"ground"},
     "data": {"ground", "data"},
     "models": {"ground", "data", "models"},
-    "training": {"ground", "data", "models", "training"},
+    "training": {"ground", "data", "models", "inference", "training"},
     "inference": {"ground", "data", "models", "inference"},
     "kaggle": {"ground", "data", "models", "inference", "kaggle"},
     "entry": {"ground", "data", "models", "training", "inference", "kaggle", "entry"},

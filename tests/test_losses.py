@@ -8,10 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from segmentation_models_pytorch import losses as smp_losses
+
 from pipeline.data.labels import label_map
 from pipeline.models.losses import LOSSES, build_loss, soft_dice_loss
 
-HEAD_OF = {name: head for name, (head, _, _) in LOSSES.items()}
+HEAD_OF = {name: spec.heads[0] for name, spec in LOSSES.items()}
+PAIRS = [(name, head) for name, spec in sorted(LOSSES.items()) for head in spec.heads]
 
 
 def _masks() -> torch.Tensor:
@@ -84,9 +87,9 @@ def test_dice_hand_computed_softmax():
     assert loss.item() == pytest.approx(107 / 336, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["dice", "bce+dice", "ce+dice"])
-def test_perfect_logits_give_near_zero_dice(name):
-    head, masks = HEAD_OF[name], _masks()
+@pytest.mark.parametrize("name, head", PAIRS)
+def test_perfect_logits_give_near_zero_loss(name, head):
+    masks = _masks()
     if head == "softmax":
         logits = 40.0 * F.one_hot(label_map(masks), 5).permute(0, 3, 1, 2).float() - 20.0
     else:
@@ -119,11 +122,11 @@ def _probs_and_targets(logits, masks, head):
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.float32])
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_mask_dtypes_agree_and_gradients_flow(name, dtype):
-    logits = _logits(HEAD_OF[name]).requires_grad_(True)
-    loss = build_loss(name, HEAD_OF[name])(logits, _masks().to(dtype))
-    reference = build_loss(name, HEAD_OF[name])(logits, _masks())
+@pytest.mark.parametrize("name, head", PAIRS)
+def test_mask_dtypes_agree_and_gradients_flow(name, head, dtype):
+    logits = _logits(head).requires_grad_(True)
+    loss = build_loss(name, head)(logits, _masks().to(dtype))
+    reference = build_loss(name, head)(logits, _masks())
     torch.testing.assert_close(loss, reference)
     assert loss.ndim == 0 and loss.dtype == torch.float32
     loss.backward()
@@ -137,7 +140,7 @@ def test_bf16_logits_give_float32_loss():
 
 def test_errors():
     with pytest.raises(ValueError, match="bce.*ce\\+dice.*dice"):
-        build_loss("focal")
+        build_loss("tversky")
     with pytest.raises(ValueError, match="'bce'.*sigmoid.*'softmax'.*ce -> softmax"):
         build_loss("bce", "softmax")
     with pytest.raises(ValueError, match="'ce'.*softmax.*'sigmoid'.*bce -> sigmoid"):
@@ -168,3 +171,43 @@ def test_the_gated_loss_adds_bce_on_image_level_labels():
         gated(logits, masks)
     with pytest.raises(ValueError, match="no term for them"):
         pixel(logits, masks, presence)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_focal_and_lovasz_are_smps_on_tiny_tensors(head):
+    logits, masks = _logits(head, seed=3), _masks()
+    if head == "softmax":
+        targets = label_map(masks)
+        focal = smp_losses.FocalLoss("multiclass", gamma=2.0)(logits, targets)
+        lovasz = smp_losses.LovaszLoss("multiclass")(logits, targets)
+    else:
+        focal = smp_losses.FocalLoss("multilabel", gamma=2.0)(logits, masks.float())
+        lovasz = smp_losses.LovaszLoss("binary", per_image=True)(  # per image and class
+            logits.flatten(0, 1), masks.float().flatten(0, 1))
+    torch.testing.assert_close(build_loss("focal", head)(logits, masks), focal)
+    torch.testing.assert_close(build_loss("lovasz", head)(logits, masks), lovasz)
+    dice = soft_dice_loss(*_probs_and_targets(logits, masks, head))
+    torch.testing.assert_close(build_loss("focal+dice", head, pixel_weight=0.6,
+                                          dice_weight=0.4)(logits, masks), 0.6 * focal + 0.4 * dice)
+    assert build_loss("focal", head, focal_gamma=0.0)(logits, masks) > focal  # gamma damps
+
+
+def test_the_first_places_weighting():
+    """0.75 BCE(pos_weight 2, 2, 1, 1.5) + 0.25 Dice, by hand."""
+    logits, masks = _logits("sigmoid", seed=5), _masks()
+    pos_weight = torch.tensor([2.0, 2.0, 1.0, 1.5])
+    bce = F.binary_cross_entropy_with_logits(logits, masks.float(),
+                                             pos_weight=pos_weight.view(4, 1, 1))
+    dice = soft_dice_loss(logits.sigmoid(), masks.float())
+    loss = build_loss("bce+dice", "sigmoid", pos_weight=pos_weight, pixel_weight=0.75,
+                      dice_weight=0.25)(logits, masks)
+    torch.testing.assert_close(loss, 0.75 * bce + 0.25 * dice)
+
+
+def test_weight_errors():
+    with pytest.raises(ValueError, match="no pixel-wise term"):
+        build_loss("dice", pixel_weight=0.5)
+    with pytest.raises(ValueError, match="dice_weight must be >= 0"):
+        build_loss("ce+dice", dice_weight=-1.0)
+    with pytest.raises(ValueError, match="pos_weight.*BCE"):
+        build_loss("focal", "sigmoid", pos_weight=[1.0] * 4)

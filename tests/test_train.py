@@ -73,7 +73,7 @@ def test_train_writes_checkpoints_logs_and_curves(tiny_data, tmp_path):
     assert state["model_info"]["head"] == "softmax" and state["model_info"]["input_scale"] == 0.25
     log = json.loads((run / "logs" / "fold0.json").read_text())
     assert [row["epoch"] for row in log] == [0, 1]
-    assert state["metrics"] == max(log, key=lambda row: row["val_score"])
+    assert state["metrics"] == max(log, key=lambda row: row["val_tuned"])   # --select tuned
     # The validation baseline, counted independently from folds.csv and train.csv.
     folds = pd.read_csv(run / "folds.csv")
     val_ids = set(folds.loc[folds["fold"] == 0, "ImageId"])
@@ -196,5 +196,5 @@ def test_val_every_validates_some_epochs_and_always_the_last(tiny_data, tmp_path
     log = json.loads((run / "logs" / "fold0.json").read_text())
     assert ["val_score" in row for row in log] == [False, True, True]
     best = checkpoint.load(run / "checkpoints" / "fold0" / "best.pt")
-    assert best["epoch"] == max(log[1:], key=lambda row: row["val_score"])["epoch"]
+    assert best["epoch"] == max(log[1:], key=lambda row: row["val_tuned"])["epoch"]
     assert (run / "reports" / "curves_fold0.png").stat().st_size > 1000

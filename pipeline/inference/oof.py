@@ -127,16 +127,9 @@ def run_cv(run_dir: str | None, data_dir: str | None,
                                            n_overlays, context)
     counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
     presence = accumulator.presence()
-    gates = tuning.PRESENCE if presence is not None else (None,)
     with stage("search"):
-        chosen = tuning.tune(counts, tuning.MIN_AREAS, presence, gates)
-        # Default: the model's own decision (argmax or 0.5, and a gate's 0.5), nothing tuned.
-        k_default = thresholds.index(None if head == "softmax" else 0.5)
-        gate_default = (None if presence is None else 0.5,) * N_CLASSES
-        default = tuning.scores_at(counts, (k_default,) * N_CLASSES, (0,) * N_CLASSES,
-                                   presence, gate_default)
-        tuned = tuning.scores_at(counts, chosen.threshold_index, chosen.min_area, presence,
-                                 chosen.presence)
+        outcome = tuning.default_and_tuned(counts, thresholds, head, presence)
+    chosen, gates, default, tuned = outcome.chosen, outcome.gates, outcome.default, outcome.tuned
     params = postprocess.PostProcess(head=head, min_area=chosen.min_area,
                                      threshold=[thresholds[k] for k in chosen.threshold_index],
                                      min_component=min_component, presence=chosen.presence,

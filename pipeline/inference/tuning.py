@@ -87,3 +87,27 @@ def scores_at(counts: np.ndarray, threshold_index: tuple[int, ...], min_area: tu
     chosen = counts[:, list(threshold_index), np.arange(N_CLASSES), :]   # (N, 4, 3)
     is_open = steps.PRESENCE.keep(None, presence, gate)
     return metrics.summarize(*apply_gates(chosen, np.asarray(min_area)[None, :], is_open))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The default and the tuned scores of one set of counts, and the tuning chosen."""
+
+    chosen: Tuning
+    gates: tuple[float | None, ...]
+    default: metrics.Scores
+    tuned: metrics.Scores
+
+
+def default_and_tuned(counts: np.ndarray, thresholds: tuple[float | None, ...], head: str,
+                      presence: np.ndarray | None = None) -> Outcome:
+    """Score ``(N, K, 4, 3)`` counts at the model's own decision (argmax or 0.5, a gate's 0.5,
+    no min_area) and at the per-class post-processing tuned on them."""
+    gates = PRESENCE if presence is not None else (None,)
+    chosen = tune(counts, MIN_AREAS, presence, gates)
+    k_default = thresholds.index(None if head == "softmax" else 0.5)
+    gate_default = (None if presence is None else 0.5,) * N_CLASSES
+    default = scores_at(counts, (k_default,) * N_CLASSES, (0,) * N_CLASSES, presence,
+                        gate_default)
+    tuned = scores_at(counts, chosen.threshold_index, chosen.min_area, presence, chosen.presence)
+    return Outcome(chosen, gates, default, tuned)

@@ -1,4 +1,5 @@
-"""Segmentation losses: cross-entropy, BCE, smooth soft Dice, and their sums.
+"""Segmentation losses: cross-entropy, BCE, smp's focal and Lovasz losses, smooth soft Dice,
+and their sums.
 
 Every loss is called as ``loss(logits, masks)`` with logits ``(N, C_out, H, W)`` (5 channels for
 the softmax head, 4 for the sigmoid head) and masks ``(N, 4, H, W)`` (bool/uint8/float 0/1, one
@@ -17,29 +18,47 @@ the masks for sigmoid), for each image n and class c:
 
 (smooth = 1 in numerator and denominator; background excluded; an empty class scores
 ``1 / (sum p + 1)``, pulling its probabilities to 0). Combined losses are
-``pixel_weight * (CE or BCE) + dice_weight * Dice``, both weights 1 by default.
+``pixel_weight * (CE, BCE or focal) + dice_weight * Dice``, both weights 1 by default.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
 from pipeline.config import N_CLASSES
 from pipeline.data.labels import label_map
 
 SMOOTH = 1.0
+BOTH = ("softmax", "sigmoid")
 
-# name -> (head it needs, weight of the pixel-wise term (CE or BCE), weight of soft Dice)
-LOSSES: dict[str, tuple[str, float, float]] = {
-    "ce": ("softmax", 1.0, 0.0),
-    "dice": ("softmax", 0.0, 1.0),
-    "ce+dice": ("softmax", 1.0, 1.0),
-    "bce": ("sigmoid", 1.0, 0.0),
-    "bce+dice": ("sigmoid", 1.0, 1.0),
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: the heads it serves, its pixel-wise term (None: Dice alone) and the
+    default weight of its soft Dice term."""
+
+    heads: tuple[str, ...]
+    pixel: str | None
+    dice: float = 0.0
+
+
+# The pixel-wise terms: "ce" (softmax), "bce" (sigmoid), and smp's focal and Lovasz losses
+# (multiclass over the 5 softmax channels, or per class for the sigmoid head).
+LOSSES: dict[str, LossSpec] = {
+    "ce": LossSpec(("softmax",), "ce"),
+    "dice": LossSpec(("softmax",), None, 1.0),
+    "ce+dice": LossSpec(("softmax",), "ce", 1.0),
+    "bce": LossSpec(("sigmoid",), "bce"),
+    "bce+dice": LossSpec(("sigmoid",), "bce", 1.0),
+    "focal": LossSpec(BOTH, "focal"),
+    "focal+dice": LossSpec(BOTH, "focal", 1.0),
+    "lovasz": LossSpec(BOTH, "lovasz"),
 }
 
 
@@ -66,6 +85,8 @@ def _as_buffer(values: Sequence[float] | torch.Tensor | None, length: int,
     tensor = torch.as_tensor(values, dtype=torch.float32).flatten()
     if tensor.numel() != length:
         raise ValueError(f"{what} needs {length} values, got {tensor.numel()}")
+    if not bool(torch.all(torch.isfinite(tensor) & (tensor >= 0))):
+        raise ValueError(f"{what} must be finite and >= 0, got {tensor.tolist()}")
     return tensor
 
 
@@ -80,57 +101,67 @@ def _on(weight: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | Non
     return None if weight is None else weight.to(logits.device)
 
 
-class SoftmaxLoss(nn.Module):
-    """``ce_weight * CE + dice_weight * soft Dice`` for 5-channel (background + 4) logits."""
+class SegmentationLoss(nn.Module):
+    """``pixel_weight * pixel term + dice_weight * soft Dice`` for one head.
 
-    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 0.0,
-                 class_weights: Sequence[float] | torch.Tensor | None = None) -> None:
+    The pixel term is CE (softmax, ``class_weights`` of background + 4), BCE (sigmoid,
+    ``pos_weight`` per class), smp's focal loss (``gamma``; multiclass over the 5 softmax
+    channels, multilabel over the 4 sigmoid ones) or smp's Lovasz loss (Lovasz-softmax over the
+    5 channels; the Lovasz hinge per image and class for the sigmoid head), or None.
+    """
+
+    def __init__(self, head: str, pixel: str | None, pixel_weight: float = 1.0,
+                 dice_weight: float = 0.0,
+                 class_weights: Sequence[float] | torch.Tensor | None = None,
+                 pos_weight: Sequence[float] | torch.Tensor | None = None,
+                 focal_gamma: float = 2.0) -> None:
         super().__init__()
-        self.ce_weight, self.dice_weight = ce_weight, dice_weight
+        self.head, self.pixel = head, pixel
+        self.pixel_weight, self.dice_weight = pixel_weight, dice_weight
         self.register_buffer("class_weights", _as_buffer(class_weights, N_CLASSES + 1,
                                                          "class_weights (background + 4)"))
-
-    def forward(self, logits: torch.Tensor, masks: torch.Tensor,
-                presence: None = None) -> torch.Tensor:
-        """Logits ``(N, 5, H, W)``, masks ``(N, 4, H, W)`` -> scalar loss."""
-        _no_presence(presence)
-        _check_shapes(logits, masks, N_CLASSES + 1)
-        logits, labels = logits.float(), label_map(masks)
-        loss = logits.new_zeros(())
-        if self.ce_weight:
-            weight = _on(self.class_weights, logits)
-            loss = loss + self.ce_weight * F.cross_entropy(logits, labels, weight=weight)
-        if self.dice_weight:
-            probs = logits.softmax(dim=1)[:, 1:]
-            class_ids = torch.arange(1, N_CLASSES + 1, device=labels.device).view(1, -1, 1, 1)
-            one_hot = (labels.unsqueeze(1) == class_ids).to(probs.dtype)  # (N, 4, H, W)
-            loss = loss + self.dice_weight * soft_dice_loss(probs, one_hot)
-        return loss
-
-
-class SigmoidLoss(nn.Module):
-    """``bce_weight * BCE + dice_weight * soft Dice`` for 4 independent class logits."""
-
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 0.0,
-                 pos_weight: Sequence[float] | torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.bce_weight, self.dice_weight = bce_weight, dice_weight
         weight = _as_buffer(pos_weight, N_CLASSES, "pos_weight (one per class)")
         self.register_buffer("pos_weight", None if weight is None else weight.view(-1, 1, 1))
+        mode = "multiclass" if head == "softmax" else "multilabel"
+        self.focal = smp_losses.FocalLoss(mode, gamma=focal_gamma) if pixel == "focal" else None
+        self.lovasz = None
+        if pixel == "lovasz":
+            self.lovasz = smp_losses.LovaszLoss("multiclass" if head == "softmax" else "binary",
+                                                per_image=head == "sigmoid")
 
     def forward(self, logits: torch.Tensor, masks: torch.Tensor,
                 presence: None = None) -> torch.Tensor:
-        """Logits ``(N, 4, H, W)``, masks ``(N, 4, H, W)`` -> scalar loss."""
+        """Logits ``(N, 5 or 4, H, W)``, masks ``(N, 4, H, W)`` -> scalar loss."""
         _no_presence(presence)
-        _check_shapes(logits, masks, N_CLASSES)
-        logits, targets = logits.float(), masks.float()
+        softmax = self.head == "softmax"
+        _check_shapes(logits, masks, N_CLASSES + 1 if softmax else N_CLASSES)
+        logits = logits.float()
+        targets = label_map(masks) if softmax else masks.float()
         loss = logits.new_zeros(())
-        if self.bce_weight:
-            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(
-                logits, targets, pos_weight=_on(self.pos_weight, logits))
+        if self.pixel is not None and self.pixel_weight:
+            loss = loss + self.pixel_weight * self._pixel_term(logits, targets)
         if self.dice_weight:
-            loss = loss + self.dice_weight * soft_dice_loss(logits.sigmoid(), targets)
+            if softmax:
+                probs = logits.softmax(dim=1)[:, 1:]
+                class_ids = torch.arange(1, N_CLASSES + 1, device=targets.device)
+                one_hot = (targets.unsqueeze(1) == class_ids.view(1, -1, 1, 1)).to(probs.dtype)
+                loss = loss + self.dice_weight * soft_dice_loss(probs, one_hot)
+            else:
+                loss = loss + self.dice_weight * soft_dice_loss(logits.sigmoid(), targets)
         return loss
+
+    def _pixel_term(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The pixel-wise term; ``targets``: labels ``(N, H, W)`` (softmax) or 0/1 masks."""
+        if self.pixel == "ce":
+            return F.cross_entropy(logits, targets, weight=_on(self.class_weights, logits))
+        if self.pixel == "bce":
+            return F.binary_cross_entropy_with_logits(logits, targets,
+                                                      pos_weight=_on(self.pos_weight, logits))
+        if self.pixel == "focal":
+            return self.focal(logits, targets)
+        if self.head == "softmax":
+            return self.lovasz(logits, targets)
+        return self.lovasz(logits.flatten(0, 1), targets.flatten(0, 1))   # per image and class
 
 
 class GatedLoss(nn.Module):
@@ -155,35 +186,49 @@ class GatedLoss(nn.Module):
 def build_loss(name: str, head: str = "softmax",
                class_weights: Sequence[float] | torch.Tensor | None = None,
                pos_weight: Sequence[float] | torch.Tensor | None = None,
-               dice_weight: float | None = None, cls_weight: float | None = None) -> nn.Module:
+               dice_weight: float | None = None, cls_weight: float | None = None,
+               pixel_weight: float | None = None, focal_gamma: float = 2.0) -> nn.Module:
     """A registered loss for ``head``: ``loss(logits (N, C_out, H, W), masks (N, 4, H, W))``,
     and with ``cls_weight`` also ``presence`` logits ``(N, 4)`` of a gated model.
 
     ``class_weights`` (5 values, background first) weight the softmax CE; ``pos_weight``
-    (4 values) weights the positives of the BCE; ``dice_weight`` overrides the Dice term's weight.
+    (4 values) weights the positives of the BCE; ``pixel_weight`` and ``dice_weight`` override
+    the weights of the pixel-wise and the Dice term (e.g. 0.75 BCE + 0.25 Dice).
     """
-    pixel = _pixel_loss(name, head, class_weights, pos_weight, dice_weight)
+    pixel = _pixel_loss(name, head, class_weights, pos_weight, dice_weight, pixel_weight,
+                        focal_gamma)
     return pixel if cls_weight is None else GatedLoss(pixel, cls_weight)
 
 
-def _pixel_loss(name: str, head: str, class_weights, pos_weight,
-                dice_weight: float | None) -> nn.Module:
+def _pixel_loss(name: str, head: str, class_weights, pos_weight, dice_weight: float | None,
+                pixel_weight: float | None, focal_gamma: float) -> nn.Module:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid losses: {sorted(LOSSES)}")
-    needed, pixel_weight, default_dice = LOSSES[name]
-    if head != needed:
-        pairs = ", ".join(f"{n} -> {h}" for n, (h, _, _) in LOSSES.items())
-        raise ValueError(f"loss {name!r} needs the {needed} head, not {head!r}; "
-                         f"valid (loss -> head) pairs: {pairs}")
-    if dice_weight is not None and not default_dice:
-        raise ValueError(f"loss {name!r} has no Dice term to weight: use {name}+dice")
-    dice = default_dice if dice_weight is None else dice_weight
-    if needed == "softmax":
-        if pos_weight is not None:
-            raise ValueError(f"pos_weight is for the sigmoid losses, not {name!r}: "
-                             f"use class_weights (5 values)")
-        return SoftmaxLoss(pixel_weight, dice, class_weights)
-    if class_weights is not None:
-        raise ValueError(f"class_weights are for the softmax losses, not {name!r}: "
-                         f"use pos_weight (4 values)")
-    return SigmoidLoss(pixel_weight, dice, pos_weight)
+    spec = LOSSES[name]
+    if head not in spec.heads:
+        pairs = ", ".join(f"{n} -> {'/'.join(s.heads)}" for n, s in LOSSES.items())
+        raise ValueError(f"loss {name!r} needs the {' or '.join(spec.heads)} head, not "
+                         f"{head!r}; valid (loss -> head) pairs: {pairs}")
+    if dice_weight is not None and not spec.dice:
+        raise ValueError(f"loss {name!r} has no Dice term to weight: use a +dice loss "
+                         f"({_dice_losses(head)})")
+    if pixel_weight is not None and spec.pixel is None:
+        raise ValueError(f"loss {name!r} has no pixel-wise term to weight: use ce+dice")
+    for weight, what in ((dice_weight, "dice_weight"), (pixel_weight, "pixel_weight")):
+        if weight is not None and weight < 0:
+            raise ValueError(f"{what} must be >= 0, got {weight}")
+    if pos_weight is not None and spec.pixel != "bce":
+        raise ValueError(f"pos_weight weights the BCE of the sigmoid head, not {name!r}: "
+                         "use bce or bce+dice (for softmax CE: class_weights, 5 values)")
+    if class_weights is not None and spec.pixel != "ce":
+        raise ValueError(f"class_weights weight the softmax CE, not {name!r}: use ce or "
+                         "ce+dice (for the sigmoid BCE: pos_weight, 4 values)")
+    return SegmentationLoss(head, spec.pixel,
+                            1.0 if pixel_weight is None else pixel_weight,
+                            spec.dice if dice_weight is None else dice_weight,
+                            class_weights, pos_weight, focal_gamma)
+
+
+def _dice_losses(head: str) -> str:
+    """The losses with a Dice term for ``head``, for an error message."""
+    return ", ".join(n for n, s in LOSSES.items() if s.dice and head in s.heads)

@@ -9,15 +9,21 @@ from dataclasses import dataclass
 from pipeline.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, DEFAULT_RUN_DIR, RUN_DIR_ENV, \
     check_device
 from pipeline.data.augment import PRESETS
+from pipeline.data.sampling import SAMPLERS
 from pipeline.models.forward import AMP_MODES
-from pipeline.models.losses import LOSSES
+from pipeline.models.losses import LOSSES, build_loss
 from pipeline.models.registry import HEADS, MODELS
 from pipeline.settings import check_choices, flag, from_values, setting
 from pipeline.training.optimizers import OPTIMIZERS
+from pipeline.training.selection import SELECT
 
 # Settings that may change on --resume: they do not change what each step trains
 # (--max-steps only stops a run early: the schedule spans every epoch).
 RESUMABLE = ("quiet", "workers", "device", "max_steps")
+# What a saved config without a field (written before the field existed) meant.
+LEGACY = {"select": "default", "ema_decay": None, "average_top_k": 1, "sampler": "uniform",
+          "crop_focus": 0.0, "pos_weight": None, "pixel_weight": None, "dice_weight": None,
+          "focal_gamma": 2.0, "sample_shares": (0.2, 0.2, 0.2, 0.2, 0.2)}
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,36 @@ class TrainConfig:
     loss: str = setting("ce", "training loss (ce/dice for softmax, bce for sigmoid)", LOSSES)
     class_weights: tuple[float, ...] | None = setting(
         None, "cross-entropy weights w0,w1,w2,w3,w4 (background first)")
+    pos_weight: tuple[float, ...] | None = setting(
+        None, "BCE weights of the positives per class, w1,w2,w3,w4 (sigmoid; 1st place: "
+        "2,2,1,1.5)")
+    pixel_weight: float | None = setting(None, "weight of the pixel-wise term (CE, BCE, focal "
+                                         "or Lovasz; none: 1)")
+    dice_weight: float | None = setting(None, "weight of the soft Dice term of a +dice loss "
+                                        "(none: 1; 1st place: 0.25 with --pixel-weight 0.75)")
+    focal_gamma: float = setting(2.0, "focusing exponent of the focal losses")
     optimizer: str = setting("adamw", "optimizer", OPTIMIZERS)
     lr: float = setting(3e-4, "peak learning rate")
     weight_decay: float = setting(1e-4, "weight decay")
     epochs: int = setting(20, "epochs per fold")
     val_every: int = setting(1, "validate every N epochs (and always after the last); "
                              "best.pt is the best validated epoch")
+    select: str = setting("tuned", "best.pt is the validated epoch with the best score at "
+                          "post-processing tuned on the fold's validation set (tuned), at the "
+                          "model's own decision (default), or the lowest validation loss",
+                          SELECT)
+    ema_decay: float | None = setting(None, "keep an exponential moving average of the "
+                                      "weights with this decay per step (e.g. 0.99); the "
+                                      "average is validated and saved")
+    average_top_k: int = setting(1, "best.pt averages the weights of the K best validated "
+                                 "epochs (1: the best epoch alone)")
+    sampler: str = setting("uniform", "uniform: every image once per epoch; balanced: draws "
+                           "defect-free images and each class at --sample-shares", SAMPLERS)
+    sample_shares: tuple[float, ...] = setting(
+        (0.2, 0.2, 0.2, 0.2, 0.2), "shares of the balanced sampler: defect-free,class 1,2,3,4 "
+        "(each in [0, 1], summing to 1)")
+    crop_focus: float = setting(0.0, "probability that a training crop is placed on a defect "
+                                "of a class drawn uniformly from the image's classes")
     warmup_epochs: float = setting(1.0, "linear warm-up, in epochs, before the cosine decay")
     batch_size: int = setting(8, "images per batch (per process under torchrun)")
     crop: tuple[int, int] | None = setting((256, 384), "random training crop HEIGHTxWIDTH "
@@ -91,6 +121,31 @@ class TrainConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.background_prior is not None and not 0.0 < self.background_prior < 1.0:
             raise ValueError(f"--background-prior must be in (0, 1), got {self.background_prior}")
+        self._check_learning()
+
+    def _check_learning(self) -> None:
+        """Refuse out-of-range selection, averaging, sampling and loss-weight settings."""
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}: e.g. 0.99, "
+                             "or leave it out for no average")
+        if self.average_top_k < 1:
+            raise ValueError(f"--average-top-k must be at least 1 (1: the best epoch alone), "
+                             f"got {self.average_top_k}")
+        if not 0.0 <= self.crop_focus <= 1.0:
+            raise ValueError(f"--crop-focus is a probability in [0, 1], got {self.crop_focus}")
+        shares = self.sample_shares
+        if len(shares) != 5 or any(not 0.0 <= s <= 1.0 for s in shares) \
+                or abs(sum(shares) - 1.0) > 1e-3:
+            raise ValueError(f"--sample-shares needs 5 shares in [0, 1] (defect-free, classes "
+                             f"1-4) summing to 1, got {','.join(map(str, shares))}")
+        for name in ("pixel_weight", "dice_weight", "focal_gamma"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{flag(name)} must be >= 0, got {value}")
+        # the loss's own checks: loss/head pair, weights of terms the loss has, lengths
+        build_loss(self.loss, self.head, self.class_weights, pos_weight=self.pos_weight,
+                   dice_weight=self.dice_weight, pixel_weight=self.pixel_weight,
+                   focal_gamma=self.focal_gamma, cls_weight=self.cls_weight if self.gate else None)
 
     def as_dict(self) -> dict:
         """JSON- and checkpoint-safe dict (tuples become lists)."""
@@ -107,5 +162,6 @@ def resume_conflicts(saved: dict, cfg: TrainConfig) -> list[str]:
     """``'--flag: saved -> now'`` for every setting (but ``RESUMABLE``) that differs from the
     run's saved one."""
     now = cfg.as_dict()
+    saved = {**{k: list(v) if isinstance(v, tuple) else v for k, v in LEGACY.items()}, **saved}
     return [f"{flag(name)} {saved.get(name)!r} (saved) vs {now[name]!r} (now)"
             for name in now if name not in RESUMABLE and saved.get(name) != now[name]]

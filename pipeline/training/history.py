@@ -27,8 +27,8 @@ def write(run: RunPaths, fold: int, rows: list[dict]) -> None:
     csv_path, json_path = log_paths(run.logs, fold)
     fileio.write_json(json_path, rows)
     table = pd.DataFrame(rows)
-    if "val_per_class" in table:
-        table = table.drop(columns="val_per_class")
+    lists = [c for c in table if table[c].map(lambda v: isinstance(v, list)).any()]
+    table = table.drop(columns=lists)   # per-class lists stay in the JSON log
     with fileio.atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     plot(rows, curves_path(run, fold), title=f"fold {fold}")
@@ -44,13 +44,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt = plotting.pyplot()
     # Epochs skipped by --val-every have no validation columns: they plot as gaps.
     table = pd.DataFrame(rows).reindex(columns=["epoch", "train_loss", "val_loss", "val_score",
-                                                "val_baseline", "val_nonempty"])
+                                                "val_tuned", "val_baseline", "val_nonempty"])
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax_loss.plot(table["epoch"], table["train_loss"], marker="o", label="train")
     ax_loss.plot(table["epoch"], table["val_loss"], marker="o", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
     ax_loss.legend()
     ax_score.plot(table["epoch"], table["val_score"], marker="o", label="score")
+    ax_score.plot(table["epoch"], table["val_tuned"], marker="o", label="score, tuned")
     ax_score.plot(table["epoch"], table["val_baseline"], linestyle="--", label="all-empty")
     ax_score.plot(table["epoch"], table["val_nonempty"], marker=".", label="non-empty Dice")
     ax_score.set(xlabel="epoch", ylabel="Dice", title=f"{title}: validation")

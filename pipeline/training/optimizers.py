@@ -12,6 +12,8 @@ import torch
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": lambda params, lr, weight_decay: torch.optim.AdamW(
         params, lr=lr, weight_decay=weight_decay),
+    "adam": lambda params, lr, weight_decay: torch.optim.Adam(
+        params, lr=lr, weight_decay=weight_decay),
     "sgd": lambda params, lr, weight_decay: torch.optim.SGD(
         params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True),
 }

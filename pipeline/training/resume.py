@@ -32,8 +32,12 @@ def fold_files(run: RunPaths, fold: int) -> list[Path]:
 
 
 def remove_temps(run: RunPaths, fold: int) -> list[Path]:
-    """Remove the temp files of the fold's files that a killed write left behind."""
-    return [tmp for path in fold_files(run, fold) for tmp in fileio.remove_temps(path)]
+    """Remove the temp files of the fold's files that a killed write left behind (the kept
+    top-k weights, ``top/epochN.pt``, included)."""
+    top = run.fold_dir(fold) / "top"
+    kept = {top / (tmp.name[1:].split(".pt.")[0] + ".pt") for tmp in top.glob(".epoch*.pt.*.tmp")}
+    return [tmp for path in [*fold_files(run, fold), *sorted(kept)]
+            for tmp in fileio.remove_temps(path)]
 
 
 def commit(run: RunPaths, fold: int, state: dict, rows: list[dict], best_epoch: int | None) -> None:
@@ -42,8 +46,14 @@ def commit(run: RunPaths, fold: int, state: dict, rows: list[dict], best_epoch: 
     fold_dir = run.fold_dir(fold)
     checkpoint.save(fold_dir / "last.pt", {**state, "history": rows, "best_epoch": best_epoch})
     if best_epoch == state["epoch"]:
-        checkpoint.save(fold_dir / "best.pt", state)
+        checkpoint.save(fold_dir / "best.pt", best_state(state))
     history.write(run, fold, rows)
+
+
+def best_state(state: dict) -> dict:
+    """A ``last.pt`` state as ``best.pt`` holds it: without the training-only weights of an
+    EMA run (``model`` is already the validated average)."""
+    return {k: v for k, v in state.items() if k not in ("train_model", "ema")}
 
 
 def restore(run: RunPaths, fold: int, device: torch.device,
@@ -73,5 +83,5 @@ def repair(run: RunPaths, fold: int, state: dict, rows: list[dict]) -> None:
         return
     best_epoch = state.pop("best_epoch")
     if best_epoch == state["epoch"]:
-        checkpoint.save(run.fold_dir(fold) / "best.pt", state)
+        checkpoint.save(run.fold_dir(fold) / "best.pt", best_state(state))
     history.write(run, fold, rows)

@@ -1,57 +1,39 @@
-"""Training of one fold: loaders, train_one_epoch, evaluate, checkpoints, logs and curves."""
+"""Training of one fold: train_one_epoch, validation, EMA, checkpoints, logs and curves."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from pipeline import distributed, fileio, metrics
-from pipeline.config import HEIGHT, WIDTH, RunPaths, code_version, resolve_data_dir, \
-    resolve_run_dir
-from pipeline.data import folds, labels
-from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
+from pipeline import checkpoint, distributed, fileio
+from pipeline.config import RunPaths, code_version, resolve_run_dir
+from pipeline.data import sampling
+from pipeline.data.dataset import SteelDataset, to_model_input
 from pipeline.models import forward
 from pipeline.models.losses import build_loss
 from pipeline.models.registry import build_model, model_info
 from pipeline.stages import stage
-from pipeline.training import lock
+from pipeline.training import averaging, lock, selection
+from pipeline.training.loaders import fold_datasets, make_loader
 from pipeline.training.config import TrainConfig, resume_conflicts
 from pipeline.training.optimizers import build_optimizer
 from pipeline.training import resume as resume_files
+from pipeline.training.validation import evaluate
 
 log = logging.getLogger(__name__)
 
 
-def fold_datasets(cfg: TrainConfig, fold: int) -> tuple[SteelDataset, SteelDataset]:
-    """Training (cropped, flipped) and validation (full image) datasets of one fold."""
-    train_t = Transform(scale=cfg.scale, crop=cfg.crop, flips=cfg.augment != "none",
-                        augment=cfg.augment)  # checked before the data
-    val_t = Transform(scale=cfg.scale)
-    paths, run = resolve_data_dir(cfg.data_dir), resolve_run_dir(cfg.run_dir)
-    table, image_ids = labels.load_train(paths)
-    split = folds.read_folds(run.folds_csv, image_ids)
-    train_ids, val_ids = folds.split_ids(split, fold)
-    if cfg.limit_images:
-        train_ids = train_ids[:cfg.limit_images]
-        val_ids = val_ids[:max(1, cfg.limit_images // 4)]
-    rles = labels.rle_table(table, image_ids)
-    return (SteelDataset(paths.train_images, train_ids, rles, train_t,
-                         skip_bad_images=cfg.skip_bad_images),
-            SteelDataset(paths.train_images, val_ids, rles, val_t, full_masks=True,
-                         skip_bad_images=cfg.skip_bad_images))
-
-
 def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
-                    context: distributed.Context, epoch: int, step_budget: int | None) -> dict:
-    """One pass over the loader; returns mean loss, images/s and skipped images."""
+                    context: distributed.Context, epoch: int, step_budget: int | None,
+                    ema=None) -> dict:
+    """One pass over the loader; returns mean loss, images/s and skipped images. ``ema`` (an
+    ``averaging.ema_model``) is updated after every optimizer step."""
     model.train()
     total_loss, n_images, n_skipped, steps, start = 0.0, 0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch",
@@ -79,6 +61,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(getattr(model, "module", model))
         steps += 1
         total_loss += loss.item() * len(images)
         n_images += len(images)
@@ -93,69 +77,20 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
             "skipped": sum(distributed.gather(n_skipped, context)), "seconds": seconds}
 
 
-@torch.inference_mode()
-def evaluate(model, loader, loss_fn, cfg: TrainConfig, context: distributed.Context) -> dict:
-    """Validation loss and competition score at default thresholds, over all ranks."""
-    model.eval()
-    counts, total_loss, n_images = [], 0.0, 0
-    for batch in tqdm(loader, desc="validate", leave=False, unit="batch",
-                      disable=cfg.quiet or not context.is_main or None):
-        if "image" not in batch:
-            continue
-        images = to_model_input(batch["image"], context.device, cfg.channels_last)
-        masks = batch["masks"].to(context.device)
-        with forward.autocast(cfg.amp, context.device), stage("forward"):
-            logits, presence = forward.forward_padded(model, images)
-        # The loss at the model's resolution, as in training; the score on the 256x1600 grid.
-        with stage("loss"):
-            small = F.interpolate(masks.float(), size=logits.shape[-2:], mode="nearest")
-            total_loss += loss_fn(logits.float(), small, presence).item() * len(images)
-        with stage("upsample"):
-            logits = forward.upsample(logits, (HEIGHT, WIDTH))
-        with stage("probabilities"):
-            probs = forward.probabilities(logits, cfg.head)
-        n_images += len(images)
-        with stage("postprocess"):
-            pred = forward.default_masks(probs, cfg.head, presence)
-        with stage("metric"):
-            counts.append(torch.stack(metrics.pair_counts(pred, masks)).cpu().numpy())
-    local = np.concatenate(counts, axis=1) if counts else np.zeros((3, 0, 4), dtype=np.int64)
-    merged = np.concatenate(distributed.gather(local, context), axis=1)
-    scores = metrics.summarize(*merged)
-    loss = distributed.mean_across_ranks(total_loss / max(n_images, 1), n_images, context)
-    return {"val_loss": loss, "val_score": scores.score, "val_nonempty": scores.nonempty,
-            "val_baseline": scores.all_empty_baseline, "val_per_class": scores.per_class}
-
-
-def make_loader(dataset, cfg: TrainConfig, context: distributed.Context, epoch: int,
-                train: bool) -> DataLoader:
-    """A loader whose order and augmentation depend only on (seed, epoch, rank)."""
-    if train:
-        sampler = DistributedSampler(dataset, num_replicas=context.world_size,
-                                     rank=context.rank, shuffle=True, seed=cfg.seed,
-                                     drop_last=context.distributed)
-        sampler.set_epoch(epoch)
-    else:
-        dataset, sampler = Subset(dataset, range(context.rank, len(dataset),
-                                                 context.world_size)), None
-    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
-                      num_workers=cfg.workers, collate_fn=collate, generator=generator,
-                      pin_memory=context.device.type == "cuda",
-                      drop_last=train and len(dataset) >= cfg.batch_size * context.world_size)
-
-
-def _load_state(state: dict, model, optimizer, scheduler, scaler) -> None:
+def _load_state(state: dict, model, optimizer, scheduler, scaler, ema) -> None:
     """Put a ``last.pt`` state into the training objects."""
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("train_model", state["model"]))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
 
 
 def train_fold(cfg: TrainConfig, fold: int, resume: bool = False,
                context: distributed.Context | None = None) -> dict:
-    """Train one fold; keeps ``best.pt`` (by validation score) and ``last.pt``; returns best.
+    """Train one fold; keeps ``best.pt`` (the validated epoch ``cfg.select`` ranks first, or
+    the average of the top ``cfg.average_top_k``) and ``last.pt``; returns best's log row.
 
     Rank 0 holds the fold's lock (``lock.fold_lock``) while it trains: a second process on the
     same run and fold is refused.
@@ -199,9 +134,12 @@ def _start(cfg: TrainConfig, fold: int, run: RunPaths, objects: tuple, resume: b
 def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
                 context: distributed.Context) -> dict:
     # Refuse a bad loss/head pair before reading the data.
-    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights,
+    loss_fn = build_loss(cfg.loss, cfg.head, cfg.class_weights, pos_weight=cfg.pos_weight,
+                         dice_weight=cfg.dice_weight, pixel_weight=cfg.pixel_weight,
+                         focal_gamma=cfg.focal_gamma,
                          cls_weight=cfg.cls_weight if cfg.gate else None)
     train_set, val_set = fold_datasets(cfg, fold)
+    _check_focus(cfg, train_set, fold)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, head=cfg.head, encoder=cfg.encoder,
                         encoder_weights=cfg.encoder_weights,
@@ -209,16 +147,16 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
                         gate=cfg.gate).to(context.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ema = None if cfg.ema_decay is None else averaging.ema_model(model, cfg.ema_decay)
     per_epoch = max(1, len(train_set) // (cfg.batch_size * context.world_size))
     # The schedule spans every epoch; --max-steps only stops the run early (smoke runs).
     optimizer, scheduler = build_optimizer(cfg, model, per_epoch * cfg.epochs)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=forward.amp_dtype(cfg.amp, context.device) == torch.float16)
-    start_epoch, rows = _start(cfg, fold, run, (model, optimizer, scheduler, scaler), resume,
-                               context)
+    start_epoch, rows = _start(cfg, fold, run, (model, optimizer, scheduler, scaler, ema),
+                               resume, context)
     net = DistributedDataParallel(model) if context.distributed else model
-    validated = [row for row in rows if "val_score" in row]
-    best = max(validated, key=lambda row: row["val_score"], default=None)
+    validated = net if ema is None else ema.module    # the model that is scored and saved
     steps_done = sum(row["steps"] for row in rows)
     for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"fold {fold}", unit="epoch",
                       disable=cfg.quiet or not context.is_main or None):
@@ -229,24 +167,62 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, make_loader(train_set, cfg, context, epoch, True),
                                    loss_fn, optimizer, scheduler, scaler, cfg, context, epoch,
-                                   budget))
+                                   budget, ema))
         steps_done += row["steps"]
         last = epoch == cfg.epochs - 1 or bool(cfg.max_steps and steps_done >= cfg.max_steps)
         if last or (epoch + 1) % cfg.val_every == 0:
-            row.update(evaluate(net, make_loader(val_set, cfg, context, epoch, False), loss_fn,
-                                cfg, context))
+            row.update(evaluate(validated, make_loader(val_set, cfg, context, epoch, False),
+                                loss_fn, cfg, context))
         rows.append(row)
-        if "val_score" in row and (best is None or row["val_score"] > best["val_score"]):
-            best = row
+        best = selection.best_row(rows, cfg.select)
         if context.is_main:
+            state = _state(model, optimizer, scheduler, scaler, cfg, fold, row, ema)
             with stage("checkpoint"):
-                resume_files.commit(run, fold, _state(model, optimizer, scheduler, scaler, cfg,
-                                                      fold, row), rows, best and best["epoch"])
+                if cfg.average_top_k > 1 and "val_loss" in row:   # before the commit point
+                    averaging.keep_top(run.fold_dir(fold), epoch, state["model"],
+                                       selection.top_epochs(rows, cfg.select, cfg.average_top_k))
+                resume_files.commit(run, fold, state, rows, best and best["epoch"])
             log.info("%s", epoch_line(fold, cfg.epochs, row))
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
         distributed.barrier(context)
+    best = selection.best_row(rows, cfg.select)
+    if cfg.average_top_k > 1 and best is not None:
+        return _average_top(cfg, fold, run, rows, validated, val_set, loss_fn, context)
     return best or {}
+
+
+def _check_focus(cfg: TrainConfig, train_set: SteelDataset, fold: int) -> None:
+    """Warn when --crop-focus or --sampler balanced has no defect to work with (the
+    documented fallback: random crops, shares spread over the groups that exist)."""
+    if cfg.crop_focus > 0 and not sampling.presence_table(train_set.rles,
+                                                          train_set.image_ids).any():
+        log.warning("--crop-focus %s: the training images of fold %d hold no defect; every "
+                    "crop is placed at random", cfg.crop_focus, fold)
+
+
+def _average_top(cfg: TrainConfig, fold: int, run: RunPaths, rows: list[dict], validated,
+                 val_set: SteelDataset, loss_fn, context: distributed.Context) -> dict:
+    """``best.pt`` <- the mean of the top-k validated epochs' weights, validated once more."""
+    top = selection.top_epochs(rows, cfg.select, cfg.average_top_k)
+    distributed.barrier(context)   # rank 0 wrote the last of the kept weights
+    averaged = copy.deepcopy(getattr(validated, "module", validated))
+    averaged.load_state_dict(averaging.average_states(averaging.load_top(run.fold_dir(fold),
+                                                                         top)))
+    row = {"epoch": top[0], "averaged_epochs": top}
+    row.update(evaluate(averaged, make_loader(val_set, cfg, context, cfg.epochs, False),
+                        loss_fn, cfg, context))
+    if context.is_main:
+        best = resume_files.best_state(checkpoint.load(run.fold_dir(fold) / "last.pt"))
+        for key in ("history", "best_epoch", "optimizer", "scheduler", "scaler"):
+            best.pop(key, None)
+        checkpoint.save(run.fold_dir(fold) / "best.pt", {
+            **best, "model": averaged.state_dict(), "epoch": top[0], "metrics": row})
+        log.info("fold %d: best.pt averages epochs %s: validation score %.4f, tuned %.4f "
+                 "(all-empty %.4f)", fold, ", ".join(str(e + 1) for e in top),
+                 row["val_score"], row["val_tuned"], row["val_baseline"])
+    distributed.barrier(context)
+    return row
 
 
 def epoch_line(fold: int, epochs: int, row: dict) -> str:
@@ -254,17 +230,25 @@ def epoch_line(fold: int, epochs: int, row: dict) -> str:
     line = (f"fold {fold} epoch {row['epoch'] + 1}/{epochs}: loss {row['train_loss']:.4f}, "
             f"{row['images_per_s']:.1f} images/s, {row['seconds']:.0f} s")
     if "val_score" in row:
-        line += (f"; validation score {row['val_score']:.4f} (all-empty "
-                 f"{row['val_baseline']:.4f}, non-empty Dice {row['val_nonempty']:.4f})")
+        line += (f"; validation score {row['val_score']:.4f}, tuned {row['val_tuned']:.4f} "
+                 f"(all-empty {row['val_baseline']:.4f}, non-empty Dice "
+                 f"{row['val_nonempty']:.4f}, tuned {row['val_tuned_nonempty']:.4f})")
     return line
 
 
-def _state(model, optimizer, scheduler, scaler, cfg: TrainConfig, fold: int, row: dict) -> dict:
-    """The checkpoint dict of the epoch that ``row`` logs."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": row["epoch"], "fold": fold, "config": cfg.as_dict(), "metrics": row,
-            "model_info": model_info(model).as_dict(), "code_version": code_version()}
+def _state(model, optimizer, scheduler, scaler, cfg: TrainConfig, fold: int, row: dict,
+           ema=None) -> dict:
+    """The checkpoint dict of the epoch that ``row`` logs: ``model`` holds the weights that
+    are validated (the EMA's, with ``--ema-decay``; then ``train_model`` and ``ema`` hold the
+    training weights and the average's state, for --resume)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+             "epoch": row["epoch"], "fold": fold, "config": cfg.as_dict(), "metrics": row,
+             "model_info": model_info(model).as_dict(), "code_version": code_version()}
+    if ema is not None:
+        state.update(train_model=state["model"], ema=ema.state_dict(),
+                     model=ema.module.state_dict())
+    return state
 
 
 def train_folds(cfg: TrainConfig, fold_ids: list[int], resume: bool = False) -> list[dict]:
