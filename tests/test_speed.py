@@ -59,13 +59,14 @@ def test_the_profile_runs_the_demos_own_commands_loading_in_process():
     spec.loader.exec_module(module)
     commands = module.demo_commands(Path("/tmp/x"), ["DEMO_N_TRAIN=12"])
     assert [c[0] for c in commands] == ["synth", "folds", "train", "cv", "predict", "compare",
-                                        "score", "robustness"]
+                                        "score", "robustness", "synth", "predict", "score"]
+    assert commands[-3][commands[-3].index("--world") + 1] == "held-out"
     assert commands[0][commands[0].index("--n-train") + 1] == "12"
     for argv in commands:
         if "--workers" in argv:
             assert argv[argv.index("--workers") + 1] == "0"
     as_demo = module.demo_commands(Path("/tmp/x"), ["DEMO_WORKERS=2"], serial=False)
-    assert [a[a.index("--workers") + 1] for a in as_demo if "--workers" in a] == ["2"] * 4
+    assert [a[a.index("--workers") + 1] for a in as_demo if "--workers" in a] == ["2"] * 5
     seconds = dict.fromkeys(stages.STAGES, 0.0) | {"forward": 6.0, "decode": 1.0}
     summary = module.summarize([{"wall_s": 10.0, "stages": seconds}])
     assert summary["not_model_fraction"] == pytest.approx(0.4)
