@@ -12,6 +12,10 @@ initialisation) and the table gives the median and the spread (max - min).
 
     python bench/recipes.py [--only demo,ema] [--seeds 0,1] [--out recipes.json]
         [--n-train 400] [--world W] [--workers 0]
+    python bench/recipes.py --table a.json,b.json   # the table of saved runs, no training
+
+The synthetic set and each seed's training are deterministic on one machine, so runs saved by
+several invocations (``--out``) make one table.
 """
 
 from __future__ import annotations
@@ -97,7 +101,10 @@ def summary(rows: list[dict]) -> dict:
     for key in ("default", "tuned", "baseline", "nonempty", "train_seconds", "fixed"):
         if key in rows[0]:
             out[key] = statistics.median(r[key] for r in rows)
-    out["nonempty_per_class"] = list(np.nanmedian([r["nonempty_per_class"] for r in rows], 0))
+    per_class = np.array([r["nonempty_per_class"] for r in rows], dtype=float)
+    # a class without pairs in every seed stays NaN ("n/a"), without numpy's all-NaN warning
+    out["nonempty_per_class"] = [float(np.median(c[~np.isnan(c)])) if (~np.isnan(c)).any()
+                                 else float("nan") for c in per_class.T]
     return out
 
 
@@ -120,6 +127,27 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def grouped(runs: list[dict]) -> list[dict]:
+    """One summary per entry, in the order the entries first appear; a seed run twice (two
+    saved files) counts once, its last run kept."""
+    by_entry: dict[str, dict[int, dict]] = {}
+    for row in runs:
+        by_entry.setdefault(row["entry"], {})[row["seed"]] = row
+    return [summary(list(seeds.values())) for seeds in by_entry.values()]
+
+
+def saved_runs(paths: str) -> list[dict]:
+    """The runs of comma-separated JSON files written by --out."""
+    runs = []
+    for name in paths.split(","):
+        try:
+            runs += json.loads(Path(name).read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--table: cannot read runs from {name}: {error}; give files "
+                             "written by --out")
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated entry names "
@@ -133,7 +161,13 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write every run's row as JSON here")
     parser.add_argument("--train-args", default="", help="flags added to every entry's "
                         "training (e.g. '--epochs 1 --max-steps 2' for a smoke run)")
+    parser.add_argument("--table", default=None, metavar="FILES",
+                        help="print the table of runs saved by --out (comma-separated files) "
+                        "and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(grouped(saved_runs(args.table)), args))
+        return
     for extra in args.extra:
         name, _, flags = extra.partition("=")
         ENTRIES[name] = (f"demo + {flags}", [*DEMO, *flags.split()])
