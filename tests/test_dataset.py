@@ -70,3 +70,33 @@ def test_the_dataset_with_crop_focus_1_crops_on_defects(data):
 def test_crop_focus_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="--crop-focus is a probability in"):
         Transform(crop=(32, 64), crop_focus=-0.1)
+
+
+def test_crop_focus_on_defect_free_images_crops_at_random_with_a_warning(data, caplog):
+    """The documented fallback: no defect to focus on gives random crops, and training warns."""
+    from pipeline.training import train
+    from pipeline.training.config import TrainConfig
+
+    table, image_ids = labels.load_train(DataPaths(data))
+    rles = labels.rle_table(table, image_ids)
+    clean = [i for i in image_ids if not any(rles.loc[i])]
+    assert len(clean) >= 2
+    focused = SteelDataset(data / "train_images", clean, rles,
+                           Transform(scale=0.5, crop=(32, 64), crop_focus=1.0))
+    torch.manual_seed(0)
+    means = set()
+    for i in range(20):
+        item = focused[i % len(clean)]
+        assert item["image"].shape[-2:] == (32, 64) and not item["masks"].any()
+        means.add(item["image"].float().mean().item())
+    assert len(means) > 2                  # crops move: not one fixed window
+    cfg = TrainConfig(crop=(32, 64), crop_focus=0.5)
+    with caplog.at_level("WARNING"):
+        train._check_focus(cfg, focused, 3)
+    assert "--crop-focus 0.5: the training images of fold 3 hold no defect" in caplog.text
+    caplog.clear()
+    defective = [i for i in image_ids if any(rles.loc[i])]
+    with caplog.at_level("WARNING"):
+        train._check_focus(cfg, SteelDataset(data / "train_images", defective, rles,
+                                             Transform(scale=0.5, crop=(32, 64))), 0)
+    assert caplog.text == ""
