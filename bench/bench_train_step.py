@@ -1,7 +1,7 @@
 """More learning per CPU second? The demo's training step eager and compiled, channels-last or
 not, and what the loader costs beside it (`make bench-train`).
 
-The step is the trainer's: the demo's model (a gated Unet on EfficientNet-Lite0, built by the
+The step is the trainer's: the demo's model (a gated FPN on EfficientNet-Lite0, built by the
 registry from configs/demo.yaml), its loss (CE + Dice with class weights and the gate's BCE),
 AdamW, a (8, 3, 128, 384) batch. For each variant: the first step's seconds (for
 ``torch.compile``, the compilation), then the median and spread (min - max) of the next

@@ -4,9 +4,10 @@ Every entry trains the demo's 2 folds of the same synthetic set (`make demo`'s: 
 class-balanced images of the default world, seed 0) with a recipe file plus flags, then runs
 `cv`, all with the pipeline's own commands in this process. Entries: the public starter
 kernels' recipe (the peer row, also scored at its own fixed post-processing: threshold 0.5,
-min_size 3500), the demo's recipe, the demo's recipe with one technique changed, and the best
-combination. Columns: out-of-fold score at default and tuned post-processing, the all-empty
-baseline, Dice on non-empty pairs overall and per class (tuned), training seconds. With
+min_size 3500), the base (the previous demo's recipe), the base with one technique changed,
+combinations, and the demo's recipe (the best combination). Columns: out-of-fold score at
+default and tuned post-processing, the all-empty baseline, Dice on non-empty pairs overall and
+per class (tuned), training seconds. With
 ``--seeds 0,1`` each entry runs once per seed (training order, augmentation and
 initialisation) and the table gives the median and the spread (max - min).
 
@@ -31,30 +32,44 @@ import numpy as np
 
 from pipeline import cli, distributed, fileio
 from pipeline.config import DataPaths, RunPaths
+from pipeline.data import world
 from pipeline.inference import oof, tuning
 from pipeline.inference.config import InferenceConfig
 
 DEMO = ["--config", "configs/demo.yaml"]
+# The base every technique is added to alone: the demo's recipe before it adopted the best
+# combination (a gated Unet, 4 epochs, every image once per epoch, crops at random).
+BASE = [*DEMO, "--model", "unet", "--epochs", "4", "--val-every", "4", "--sampler", "uniform",
+        "--crop-focus", "0"]
 SIGMOID_1ST = ["--head", "sigmoid", "--loss", "bce+dice", "--class-weights", "none",
                "--pos-weight", "2,2,1,1.5", "--pixel-weight", "0.75", "--dice-weight", "0.25"]
 ENTRIES = {   # name -> (what it is, training flags)
     "starter": ("public starter kernels: sigmoid Unet, BCE, Adam 5e-4, batch 4, whole images, "
                 "flips", ["--config", "configs/starter.yaml"]),
-    "demo": ("the demo's recipe (configs/demo.yaml)", DEMO),
-    "select-tuned": ("demo, validated every epoch, best.pt by the tuned score",
-                     [*DEMO, "--val-every", "1", "--select", "tuned"]),
-    "select-default": ("demo, validated every epoch, best.pt by the default score",
-                       [*DEMO, "--val-every", "1", "--select", "default"]),
-    "ema": ("demo + EMA of the weights, decay 0.95", [*DEMO, "--ema-decay", "0.95"]),
-    "top2": ("demo, validated every epoch, best.pt the mean of the 2 best epochs",
-             [*DEMO, "--val-every", "1", "--average-top-k", "2"]),
-    "balanced": ("demo + balanced sampler (0.2 each: defect-free, class 1-4)",
-                 [*DEMO, "--sampler", "balanced"]),
-    "crop-focus": ("demo + defect-centred crops half the time", [*DEMO, "--crop-focus", "0.5"]),
-    "focal": ("demo with focal + Dice instead of CE + Dice",
-              [*DEMO, "--loss", "focal+dice", "--class-weights", "none"]),
-    "bce-1st": ("demo with the 1st place's loss: sigmoid, BCE pos_weight 2,2,1,1.5, "
-                "0.75 BCE + 0.25 Dice", [*DEMO, *SIGMOID_1ST]),
+    "base": ("the previous demo: gated Unet, CE + Dice, 4 epochs, uniform, random crops", BASE),
+    "select-tuned": ("base, validated every epoch, best.pt by the tuned score",
+                     [*BASE, "--val-every", "1", "--select", "tuned"]),
+    "select-default": ("base, validated every epoch, best.pt by the default score",
+                       [*BASE, "--val-every", "1", "--select", "default"]),
+    "ema": ("base + EMA of the weights, decay 0.95", [*BASE, "--ema-decay", "0.95"]),
+    "top2": ("base, validated every epoch, best.pt the mean of the 2 best epochs",
+             [*BASE, "--val-every", "1", "--average-top-k", "2"]),
+    "balanced": ("base + balanced sampler (0.2 each: defect-free, class 1-4)",
+                 [*BASE, "--sampler", "balanced"]),
+    "crop-focus": ("base + defect-centred crops half the time", [*BASE, "--crop-focus", "0.5"]),
+    "focal": ("base with focal + Dice instead of CE + Dice",
+              [*BASE, "--loss", "focal+dice", "--class-weights", "none"]),
+    "bce-1st": ("base with the 1st place's loss: sigmoid, BCE pos_weight 2,2,1,1.5, "
+                "0.75 BCE + 0.25 Dice", [*BASE, *SIGMOID_1ST]),
+    "fpn": ("base with FPN instead of Unet", [*BASE, "--model", "fpn"]),
+    "epochs8": ("base, 8 epochs", [*BASE, "--epochs", "8", "--val-every", "8"]),
+    "bal-crop": ("base + balanced sampler + defect-centred crops",
+                 [*BASE, "--sampler", "balanced", "--crop-focus", "0.5"]),
+    "fpn-crop8": ("base with FPN, defect-centred crops, 8 epochs",
+                  [*BASE, "--model", "fpn", "--crop-focus", "0.5", "--epochs", "8",
+                   "--val-every", "8"]),
+    "demo": ("the demo's recipe (configs/demo.yaml), the best combination: FPN, balanced "
+             "sampler, defect-centred crops, 8 epochs", DEMO),
 }
 
 
@@ -110,8 +125,9 @@ def summary(rows: list[dict]) -> dict:
 
 def table(rows: list[dict], args) -> str:
     """The per-entry medians as a Markdown table."""
-    lines = [f"{args.n_train} class-balanced synthetic images of the {args.world or 'default'} "
-             "world, 2 folds (the demo's); out of fold; per class: Dice on the class's "
+    lines = [f"{args.n_train} class-balanced synthetic images of the "
+             f"{args.world or world.DEFAULT_WORLD} world, 2 folds (the demo's); out of fold; "
+             "per class: Dice on the class's "
              "non-empty pairs, tuned; spread: max - min of the tuned score over the seeds:", "",
              "| entry | seeds | score default / tuned | spread | all-empty | tuned - all-empty "
              "| non-empty Dice | per class 1 / 2 / 3 / 4 | training s |",
@@ -153,7 +169,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated entry names "
                         f"({', '.join(ENTRIES)}, and the --extra ones)")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=FLAGS",
-                        help="an extra entry: the demo's recipe plus FLAGS (space-separated)")
+                        help="an extra entry: the base recipe plus FLAGS (space-separated)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--n-train", type=int, default=400)
     parser.add_argument("--world", default=None, help="synthetic world (default: synth's)")
@@ -170,7 +186,7 @@ def main() -> None:
         return
     for extra in args.extra:
         name, _, flags = extra.partition("=")
-        ENTRIES[name] = (f"demo + {flags}", [*DEMO, *flags.split()])
+        ENTRIES[name] = (f"base + {flags}", [*BASE, *flags.split()])
     names = args.only.split(",") if args.only else list(ENTRIES)
     unknown = sorted(set(names) - set(ENTRIES))
     if unknown:
@@ -179,9 +195,9 @@ def main() -> None:
     runs, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        world = ["--world", args.world] if args.world else []
+        world_args = ["--world", args.world] if args.world else []
         run("synth", "--out", root / "data", "--n-train", args.n_train, "--n-test", 1,
-            "--class-mix", "balanced", *world, "--quiet")
+            "--class-mix", "balanced", *world_args, "--quiet")
         for name in names:
             mine = []
             for seed in seeds:

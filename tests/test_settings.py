@@ -30,11 +30,11 @@ def train_settings(*argv) -> TrainConfig:
 
 
 def test_a_recipe_file_gives_the_settings_of_its_flags():
-    flags = train_settings("--model", "unet", "--gate", "--cls-weight", "1.0", "--loss",
+    flags = train_settings("--model", "fpn", "--gate", "--cls-weight", "1.0", "--loss",
                            "ce+dice", "--class-weights", "1,3,6,1,3", "--scale", "0.5",
                            "--crop", "128x384", "--lr", "1e-3", "--background-prior", "0.97",
-                           "--warmup-epochs", "0.5", "--epochs", "4", "--val-every", "4",
-                           "--augment", "strong")
+                           "--warmup-epochs", "0.5", "--epochs", "8", "--val-every", "8",
+                           "--sampler", "balanced", "--crop-focus", "0.5", "--augment", "strong")
     assert train_settings("--config", CONFIGS / "demo.yaml") == flags
     # flags override the file, in either order
     assert train_settings("--epochs", 2, "--config", CONFIGS / "demo.yaml").epochs == 2
