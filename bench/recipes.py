@@ -127,8 +127,8 @@ def table(rows: list[dict], args) -> str:
     """The per-entry medians as a Markdown table."""
     lines = [f"{args.n_train} class-balanced synthetic images of the "
              f"{args.world or world.DEFAULT_WORLD} world, 2 folds (the demo's); out of fold; "
-             "per class: Dice on the class's "
-             "non-empty pairs, tuned; spread: max - min of the tuned score over the seeds:", "",
+             "per class: Dice on the class's non-empty pairs, tuned; spread: max - min of the "
+             "tuned score over the seeds (-: one seed):", "",
              "| entry | seeds | score default / tuned | spread | all-empty | tuned - all-empty "
              "| non-empty Dice | per class 1 / 2 / 3 / 4 | training s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -136,8 +136,9 @@ def table(rows: list[dict], args) -> str:
         per_class = " / ".join("n/a" if v != v else f"{v:.2f}" for v in r["nonempty_per_class"])
         tuned = f"{r['tuned']:.4f}" + (f" (fixed 0.5/3500: {r['fixed']:.4f})" if "fixed" in r
                                        else "")
+        spread = f"{r['spread']:.4f}" if len(r["seeds"]) > 1 else "-"   # one seed: none
         lines.append(f"| {r['entry']} | {','.join(map(str, r['seeds']))} | {r['default']:.4f} "
-                     f"/ {tuned} | {r['spread']:.4f} | {r['baseline']:.4f} | "
+                     f"/ {tuned} | {spread} | {r['baseline']:.4f} | "
                      f"{r['tuned'] - r['baseline']:+.4f} | {r['nonempty']:.3f} | {per_class} | "
                      f"{r['train_seconds']:.0f} |")
     return "\n".join(lines)

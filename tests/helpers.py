@@ -1,12 +1,26 @@
-"""Shared helpers of the end-to-end tests: the CLI in-process and a tiny trained run."""
+"""Shared helpers of the end-to-end tests: the CLI in-process, a tiny trained run, and the
+benchmark scripts as modules."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from pipeline import cli
 
 TINY_TRAIN = ["--encoder-weights", "none", "--scale", "0.25", "--crop", "none",
               "--batch-size", "4", "--workers", "0", "--lr", "1e-3", "--background-prior", "0.95",
               "--quiet"]
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def bench_script(name: str) -> ModuleType:
+    """``bench/<name>.py`` imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(*argv) -> int:

@@ -95,6 +95,11 @@ def test_crop_focus_on_defect_free_images_crops_at_random_with_a_warning(data, c
         train._check_focus(cfg, focused, 3)
     assert "--crop-focus 0.5: the training images of fold 3 hold no defect" in caplog.text
     caplog.clear()
+    with caplog.at_level("WARNING"):   # the balanced sampler's empty groups: once per fold
+        train._check_focus(TrainConfig(crop=(32, 64), sampler="balanced"), focused, 1)
+    assert ("--sampler balanced: no training image of fold 1 in class 1, class 2, class 3, "
+            "class 4" in caplog.text)
+    caplog.clear()
     defective = [i for i in image_ids if any(rles.loc[i])]
     with caplog.at_level("WARNING"):
         train._check_focus(cfg, SteelDataset(data / "train_images", defective, rles,

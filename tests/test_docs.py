@@ -36,3 +36,13 @@ def test_linked_files_exist():
         assert f"]({name}" in README, name
     assert "| shift | score |" in (ROOT / "bench" / "README.md").read_text()
     assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_the_readmes_abridged_demo_recipe_is_the_real_one():
+    import yaml
+
+    block = re.search(r"# configs/demo\.yaml \(abridged\)\n(.*?)```", README, re.S).group(1)
+    shown = yaml.safe_load(block)
+    real = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    assert len(shown) >= 8
+    assert {key: real.get(key) for key in shown} == shown

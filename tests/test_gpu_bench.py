@@ -1,26 +1,22 @@
 """bench/gpu_bench.py on the CPU: one row per model with its figures, failures reported in
 their row, unknown model names refused with the valid ones."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline.models.registry import MODELS, forward_flops
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "gpu_bench.py"
+from helpers import bench_script
+
 SMOKE = ["--device", "cpu", "--height", "64", "--width", "320", "--batch", "2",
          "--predict-batch", "2", "--steps", "1", "--warmup", "1", "--no-compile"]
 
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("gpu_bench")
 
 
 def test_one_row_per_model_with_rates_flops_and_kernel_minutes(gpu_bench, tmp_path, capsys):

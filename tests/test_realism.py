@@ -3,6 +3,7 @@ documented real quantiles), and the realistic world against the real quantiles."
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -73,6 +74,14 @@ def test_image_measures_of_hand_made_images():
     assert values["dark_share"] == 0.5 and values["laplacian_std"] > 0
     q = realism.image_measures([flat, half])
     assert q["mean"][0] == pytest.approx(42.0) and q["mean"][-1] == pytest.approx(78.0)
+
+
+def test_an_unreadable_image_is_named(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((8, 8), 90, np.uint8))
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    assert len(realism.read_gray(tmp_path, limit=1)) == 1
+    with pytest.raises(ValueError, match=r"b\.jpg cannot be read as an image"):
+        realism.read_gray(tmp_path)
 
 
 @pytest.mark.skipif(not (REAL_SAMPLE / "more_test_images").is_dir(), reason="no real sample")

@@ -2,22 +2,19 @@
 several invocations, a saved file that is not one named in one line, and a smoke run of two
 entries through the pipeline's own commands."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "recipes.py"
+from helpers import BENCH, bench_script
+
+SCRIPT = BENCH / "recipes.py"
 
 
 @pytest.fixture(scope="module")
 def recipes():
-    spec = importlib.util.spec_from_file_location("recipes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("recipes")
 
 
 def row(entry, seed, tuned, per_class=(0.1, 0.2, float("nan"), 0.4)):

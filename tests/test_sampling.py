@@ -49,6 +49,14 @@ def test_an_empty_group_gives_its_share_to_the_others(caplog):
     np.testing.assert_allclose(group_shares(sampler, present), sampler.shares, atol=0.01)
 
 
+def test_the_trainers_samplers_are_quiet_and_empty_groups_are_named(caplog):
+    present = presence(100, (100, 0, 100, 100))
+    assert sampling.empty_groups(present, (0.2,) * 5) == ["class 2"]
+    assert sampling.empty_groups(present, (0.25, 0.25, 0.0, 0.25, 0.25)) == []
+    sampling.BalancedSampler(present, (0.2,) * 5, warn=False)   # built once per epoch
+    assert caplog.text == ""
+
+
 def test_nothing_to_draw_is_an_error():
     present = presence(0, (5, 0, 0, 0))
     with pytest.raises(ValueError, match="nothing to draw"):
@@ -63,11 +71,14 @@ def test_ranks_split_one_epoch_draw_and_epochs_differ():
     for epoch in (0, 1):
         for sampler in (whole, *ranks):
             sampler.set_epoch(epoch)
-        merged = np.empty(len(present), dtype=np.int64)
+        n = len(present)                       # 80 draws: 26 per rank, 2 dropped
+        merged = np.empty(n // 3 * 3, dtype=np.int64)
         for r, sampler in enumerate(ranks):
             merged[r::3] = list(sampler)
-        assert merged.tolist() == list(whole)
-        assert sum(len(s) for s in ranks) == len(whole) == len(present)
+        assert n % 3 and merged.tolist() == list(whole)[:n // 3 * 3]
+        # equal lengths on every rank (DDP needs the same number of batches everywhere)
+        assert [len(s) for s in ranks] == [len(list(s)) for s in ranks] == [n // 3] * 3
+        assert len(whole) == len(list(whole)) == n
     whole.set_epoch(0)
     first = list(whole)
     whole.set_epoch(1)

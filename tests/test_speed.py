@@ -2,7 +2,6 @@
 command list, compiled inference (same probabilities, padded last batch, one compilation)
 and the kernel's compile setting."""
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -16,9 +15,7 @@ from pipeline.inference.config import InferenceConfig
 from pipeline.inference import predict
 from pipeline.kaggle import pack
 
-from helpers import run_cli, train_tiny
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import bench_script, run_cli, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +50,7 @@ def test_a_stage_name_must_be_known():
 
 
 def test_the_profile_runs_the_demos_own_commands_loading_in_process():
-    spec = importlib.util.spec_from_file_location("demo_profile",
-                                                  ROOT / "bench" / "demo_profile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_script("demo_profile")
     commands = module.demo_commands(Path("/tmp/x"), ["DEMO_N_TRAIN=12"])
     assert [c[0] for c in commands] == ["synth", "folds", "train", "cv", "predict", "compare",
                                         "score", "robustness", "synth", "predict", "score"]

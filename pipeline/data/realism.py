@@ -95,8 +95,14 @@ def image_measures(gray_images: Iterable[np.ndarray]) -> dict[str, tuple[float, 
 
 def read_gray(folder: Path, limit: int | None = None) -> list[np.ndarray]:
     """The first ``limit`` (all: None) JPEGs of a folder, sorted by name, as grey images."""
-    names = list_images(folder)[:limit]
-    return [cv2.imread(str(Path(folder) / name), cv2.IMREAD_GRAYSCALE) for name in names]
+    grays = []
+    for name in list_images(folder)[:limit]:
+        gray = cv2.imread(str(Path(folder) / name), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            raise ValueError(f"{Path(folder) / name} cannot be read as an image: replace or "
+                             "remove it")
+        grays.append(gray)
+    return grays
 
 
 def dataset_measures(data_dir: Path, limit: int | None = None) -> tuple[dict, dict]:

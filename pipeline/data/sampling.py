@@ -40,15 +40,21 @@ def effective_shares(members: list[np.ndarray], shares: tuple[float, ...]) -> np
     return weights / weights.sum()
 
 
+def empty_groups(present: np.ndarray, shares: tuple[float, ...]) -> list[str]:
+    """The names of the groups that have a share but no image."""
+    return [g for g, m, s in zip(GROUPS, group_members(present), shares) if s > 0 and not len(m)]
+
+
 class BalancedSampler(Sampler[int]):
     """``num_samples`` draws per epoch: a group by its share, then an image of it uniformly."""
 
     def __init__(self, present: np.ndarray, shares: tuple[float, ...], seed: int = 0,
-                 num_samples: int | None = None, rank: int = 0, world_size: int = 1):
+                 num_samples: int | None = None, rank: int = 0, world_size: int = 1,
+                 warn: bool = True):
         self.members = group_members(present)
         self.shares = effective_shares(self.members, shares)
-        empty = [g for g, m, s in zip(GROUPS, self.members, shares) if s > 0 and not len(m)]
-        if empty:
+        empty = empty_groups(present, shares)
+        if empty and warn:   # the trainer warns once per fold and builds its samplers quietly
             log.warning("balanced sampler: no training image in %s; their shares go to the "
                         "other groups", ", ".join(empty))
         self.total = len(present) if num_samples is None else num_samples
@@ -69,10 +75,13 @@ class BalancedSampler(Sampler[int]):
         return np.concatenate(self.members)[starts[groups] + offsets]
 
     def __iter__(self):
-        return iter(self.draw()[self.rank::self.world_size].tolist())
+        # every rank takes the same number of draws (the remainder is dropped, as
+        # DistributedSampler(drop_last=True) does): unequal batch counts would hang DDP
+        kept = self.draw()[:len(self) * self.world_size]
+        return iter(kept[self.rank::self.world_size].tolist())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.total, self.world_size))
+        return self.total // self.world_size
 
 
 def presence_table(rles, image_ids: list[str]) -> np.ndarray:

@@ -105,9 +105,11 @@ class SegmentationLoss(nn.Module):
     """``pixel_weight * pixel term + dice_weight * soft Dice`` for one head.
 
     The pixel term is CE (softmax, ``class_weights`` of background + 4), BCE (sigmoid,
-    ``pos_weight`` per class), smp's focal loss (``gamma``; multiclass over the 5 softmax
-    channels, multilabel over the 4 sigmoid ones) or smp's Lovasz loss (Lovasz-softmax over the
-    5 channels; the Lovasz hinge per image and class for the sigmoid head), or None.
+    ``pos_weight`` per class), smp's focal loss (``gamma``; for the softmax head smp's
+    "multiclass" focal is one-vs-rest: a sigmoid focal term on each of the 5 logit channels
+    against its label, averaged, so it does not see the softmax that inference applies; for the
+    sigmoid head the 4 channels as multilabel) or smp's Lovasz loss (Lovasz-softmax over the 5
+    channels; the Lovasz hinge per image and class for the sigmoid head), or None.
     """
 
     def __init__(self, head: str, pixel: str | None, pixel_weight: float = 1.0,

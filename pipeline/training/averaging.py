@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -43,21 +44,38 @@ def top_path(fold_dir: Path, epoch: int) -> Path:
     return Path(fold_dir) / "top" / f"epoch{epoch}.pt"
 
 
-def keep_top(fold_dir: Path, epoch: int, weights: dict, top: list[int]) -> None:
-    """Save ``epoch``'s weights if it is in ``top``; remove the kept files that are not."""
+def save_top(fold_dir: Path, epoch: int, weights: dict, top: list[int]) -> None:
+    """Save ``epoch``'s weights if it is in ``top`` (before the epoch's commit point)."""
     if epoch in top:
         checkpoint.save(top_path(fold_dir, epoch), {"model": weights, "epoch": epoch})
+
+
+def prune_top(fold_dir: Path, top: list[int]) -> None:
+    """Remove the kept weights of epochs no longer in ``top``: only after the epoch that
+    displaced them was committed, so that a kill before its commit loses nothing a resume
+    needs. Files of other names are left alone."""
     folder = Path(fold_dir) / "top"
     for path in folder.glob("epoch*.pt") if folder.is_dir() else ():
-        if int(path.stem[len("epoch"):]) not in top:
+        number = re.fullmatch(r"epoch(\d+)", path.stem)
+        if number and int(number.group(1)) not in top:
             path.unlink()
 
 
 def load_top(fold_dir: Path, top: list[int]) -> list[dict]:
-    """The kept weights of the epochs in ``top``; an error names a missing file."""
+    """The kept weights of the epochs in ``top``; an error names a missing or unreadable
+    file."""
     missing = [top_path(fold_dir, e) for e in top if not top_path(fold_dir, e).is_file()]
     if missing:
         raise FileNotFoundError(f"{missing[0]} is missing: the top-k weights of this fold are "
                                 "incomplete; train the fold again without --resume")
-    return [torch.load(top_path(fold_dir, e), map_location="cpu",
-                       weights_only=True)["model"] for e in top]
+    states = []
+    for epoch in top:
+        path = top_path(fold_dir, epoch)
+        try:
+            states.append(torch.load(path, map_location="cpu", weights_only=True)["model"])
+        except Exception as error:  # unpickling errors come in many types
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(f"{path} cannot be read ({type(error).__name__}: {first_line}): "
+                             "the top-k weights of this fold are damaged; train the fold again "
+                             "without --resume") from None
+    return states

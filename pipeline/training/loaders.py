@@ -38,7 +38,7 @@ def make_loader(dataset, cfg: TrainConfig, context: distributed.Context, epoch: 
     if train and cfg.sampler == "balanced":
         sampler = sampling.BalancedSampler(
             sampling.presence_table(dataset.rles, dataset.image_ids), cfg.sample_shares,
-            seed=cfg.seed, rank=context.rank, world_size=context.world_size)
+            seed=cfg.seed, rank=context.rank, world_size=context.world_size, warn=False)
         sampler.set_epoch(epoch)
     elif train:
         sampler = DistributedSampler(dataset, num_replicas=context.world_size,

@@ -176,12 +176,9 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
         rows.append(row)
         best = selection.best_row(rows, cfg.select)
         if context.is_main:
-            state = _state(model, optimizer, scheduler, scaler, cfg, fold, row, ema)
             with stage("checkpoint"):
-                if cfg.average_top_k > 1 and "val_loss" in row:   # before the commit point
-                    averaging.keep_top(run.fold_dir(fold), epoch, state["model"],
-                                       selection.top_epochs(rows, cfg.select, cfg.average_top_k))
-                resume_files.commit(run, fold, state, rows, best and best["epoch"])
+                _commit(cfg, fold, run, rows, best,
+                        _state(model, optimizer, scheduler, scaler, cfg, fold, row, ema))
             log.info("%s", epoch_line(fold, cfg.epochs, row))
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
@@ -192,19 +189,37 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
     return best or {}
 
 
+def _commit(cfg: TrainConfig, fold: int, run: RunPaths, rows: list[dict], best: dict | None,
+            state: dict) -> None:
+    """The epoch's commit point (``last.pt``, logs); with ``--average-top-k`` its weights are
+    kept before it and the epochs it displaced from the top k are removed only after it."""
+    top = selection.top_epochs(rows, cfg.select, cfg.average_top_k)
+    if cfg.average_top_k > 1 and "val_loss" in rows[-1]:
+        averaging.save_top(run.fold_dir(fold), rows[-1]["epoch"], state["model"], top)
+    resume_files.commit(run, fold, state, rows, best and best["epoch"])
+    if cfg.average_top_k > 1:
+        averaging.prune_top(run.fold_dir(fold), top)
+
+
 def _check_focus(cfg: TrainConfig, train_set: SteelDataset, fold: int) -> None:
     """Warn when --crop-focus or --sampler balanced has no defect to work with (the
     documented fallback: random crops, shares spread over the groups that exist)."""
-    if cfg.crop_focus > 0 and not sampling.presence_table(train_set.rles,
-                                                          train_set.image_ids).any():
+    present = sampling.presence_table(train_set.rles, train_set.image_ids)
+    if cfg.crop_focus > 0 and not present.any():
         log.warning("--crop-focus %s: the training images of fold %d hold no defect; every "
                     "crop is placed at random", cfg.crop_focus, fold)
+    empty = sampling.empty_groups(present, cfg.sample_shares) if cfg.sampler == "balanced" else []
+    if empty:
+        log.warning("--sampler balanced: no training image of fold %d in %s; their shares go "
+                    "to the other groups", fold, ", ".join(empty))
 
 
 def _average_top(cfg: TrainConfig, fold: int, run: RunPaths, rows: list[dict], validated,
                  val_set: SteelDataset, loss_fn, context: distributed.Context) -> dict:
     """``best.pt`` <- the mean of the top-k validated epochs' weights, validated once more."""
     top = selection.top_epochs(rows, cfg.select, cfg.average_top_k)
+    if context.is_main:   # a run killed after its last commit resumes straight to here
+        averaging.prune_top(run.fold_dir(fold), top)
     distributed.barrier(context)   # rank 0 wrote the last of the kept weights
     averaged = copy.deepcopy(getattr(validated, "module", validated))
     averaged.load_state_dict(averaging.average_states(averaging.load_top(run.fold_dir(fold),
