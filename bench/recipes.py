@@ -7,9 +7,9 @@ kernels' recipe (the peer row, also scored at its own fixed post-processing: thr
 min_size 3500), the base (the previous demo's recipe), the base with one technique changed,
 combinations, and the demo's recipe (the best combination). Columns: out-of-fold score at
 default and tuned post-processing, the all-empty baseline, Dice on non-empty pairs overall and
-per class (tuned), training seconds. With
-``--seeds 0,1`` each entry runs once per seed (training order, augmentation and
-initialisation) and the table gives the median and the spread (max - min).
+per class (tuned), training seconds. With ``--seeds 0,1`` each entry runs once per seed
+(training order, augmentation and initialisation) and the table gives the median and the
+spread (max - min).
 
     python bench/recipes.py [--only demo,ema] [--seeds 0,1] [--out recipes.json]
         [--n-train 400] [--world W] [--workers 0]

@@ -51,8 +51,9 @@ def test_an_empty_group_gives_its_share_to_the_others(caplog):
 
 def test_the_trainers_samplers_are_quiet_and_empty_groups_are_named(caplog):
     present = presence(100, (100, 0, 100, 100))
-    assert sampling.empty_groups(present, (0.2,) * 5) == ["class 2"]
-    assert sampling.empty_groups(present, (0.25, 0.25, 0.0, 0.25, 0.25)) == []
+    members = sampling.group_members(present)
+    assert sampling.empty_groups(members, (0.2,) * 5) == ["class 2"]
+    assert sampling.empty_groups(members, (0.25, 0.25, 0.0, 0.25, 0.25)) == []
     sampling.BalancedSampler(present, (0.2,) * 5, warn=False)   # built once per epoch
     assert caplog.text == ""
 

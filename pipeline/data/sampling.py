@@ -40,9 +40,9 @@ def effective_shares(members: list[np.ndarray], shares: tuple[float, ...]) -> np
     return weights / weights.sum()
 
 
-def empty_groups(present: np.ndarray, shares: tuple[float, ...]) -> list[str]:
-    """The names of the groups that have a share but no image."""
-    return [g for g, m, s in zip(GROUPS, group_members(present), shares) if s > 0 and not len(m)]
+def empty_groups(members: list[np.ndarray], shares: tuple[float, ...]) -> list[str]:
+    """The names of the groups (``group_members``) that have a share but no image."""
+    return [g for g, m, s in zip(GROUPS, members, shares) if s > 0 and not len(m)]
 
 
 class BalancedSampler(Sampler[int]):
@@ -53,7 +53,7 @@ class BalancedSampler(Sampler[int]):
                  warn: bool = True):
         self.members = group_members(present)
         self.shares = effective_shares(self.members, shares)
-        empty = empty_groups(present, shares)
+        empty = empty_groups(self.members, shares)
         if empty and warn:   # the trainer warns once per fold and builds its samplers quietly
             log.warning("balanced sampler: no training image in %s; their shares go to the "
                         "other groups", ", ".join(empty))

@@ -74,7 +74,7 @@ def load_top(fold_dir: Path, top: list[int]) -> list[dict]:
         try:
             states.append(torch.load(path, map_location="cpu", weights_only=True)["model"])
         except Exception as error:  # unpickling errors come in many types
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            first_line = (str(error).strip().splitlines() or [""])[0]
             raise ValueError(f"{path} cannot be read ({type(error).__name__}: {first_line}): "
                              "the top-k weights of this fold are damaged; train the fold again "
                              "without --resume") from None

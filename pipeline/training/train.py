@@ -193,12 +193,14 @@ def _commit(cfg: TrainConfig, fold: int, run: RunPaths, rows: list[dict], best: 
             state: dict) -> None:
     """The epoch's commit point (``last.pt``, logs); with ``--average-top-k`` its weights are
     kept before it and the epochs it displaced from the top k are removed only after it."""
+    if cfg.average_top_k == 1:
+        resume_files.commit(run, fold, state, rows, best and best["epoch"])
+        return
     top = selection.top_epochs(rows, cfg.select, cfg.average_top_k)
-    if cfg.average_top_k > 1 and "val_loss" in rows[-1]:
+    if "val_loss" in rows[-1]:
         averaging.save_top(run.fold_dir(fold), rows[-1]["epoch"], state["model"], top)
     resume_files.commit(run, fold, state, rows, best and best["epoch"])
-    if cfg.average_top_k > 1:
-        averaging.prune_top(run.fold_dir(fold), top)
+    averaging.prune_top(run.fold_dir(fold), top)
 
 
 def _check_focus(cfg: TrainConfig, train_set: SteelDataset, fold: int) -> None:
@@ -208,7 +210,8 @@ def _check_focus(cfg: TrainConfig, train_set: SteelDataset, fold: int) -> None:
     if cfg.crop_focus > 0 and not present.any():
         log.warning("--crop-focus %s: the training images of fold %d hold no defect; every "
                     "crop is placed at random", cfg.crop_focus, fold)
-    empty = sampling.empty_groups(present, cfg.sample_shares) if cfg.sampler == "balanced" else []
+    empty = (sampling.empty_groups(sampling.group_members(present), cfg.sample_shares)
+             if cfg.sampler == "balanced" else [])
     if empty:
         log.warning("--sampler balanced: no training image of fold %d in %s; their shares go "
                     "to the other groups", fold, ", ".join(empty))
