@@ -18,11 +18,11 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help=f"competition layout (default ${config.DATA_DIR_ENV} or data/)")
 
 
-def add_run_dir(parser: argparse.ArgumentParser) -> None:
-    """``--run-dir``: checkpoints, logs, reports."""
+def add_run_dir(parser: argparse.ArgumentParser, ensemble: bool = False) -> None:
+    """``--run-dir``: checkpoints, logs, reports (``ensemble``: or an ensemble folder)."""
+    what = "a run's folder or an ensemble folder" if ensemble else "checkpoints, logs, reports"
     parser.add_argument("--run-dir", default=None,
-                        help=f"checkpoints, logs, reports (default ${config.RUN_DIR_ENV} or "
-                             "runs/default/)")
+                        help=f"{what} (default ${config.RUN_DIR_ENV} or runs/default/)")
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from helpers import run_cli
 
 from pipeline import settings
 from pipeline.config import RunPaths
-from pipeline.training.config import TrainConfig
+from pipeline.training.config import DEFAULT_PSEUDO_SHARE, TrainConfig, resume_conflicts
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -35,6 +35,7 @@ from pipeline.training.config import TrainConfig
     ("crop_focus", 1.5, "--crop-focus is a probability in [0, 1], got 1.5"),
     ("dice_weight", -1.0, "--dice-weight must be >= 0"),
     ("pos_weight", (2.0, 2.0, 1.0, 1.5), "pos_weight weights the BCE of the sigmoid head"),
+    ("pseudo_share", 0.3, "--pseudo-share 0.3 needs --pseudo FILE (the pseudo-label CSV)"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(field, value, words):
     extra = {"cls_weight": 0.0} if field == "gate" else {}
@@ -64,6 +65,40 @@ def test_the_first_place_loss_and_the_learning_settings_pass():
                       sampler="balanced", sample_shares=(0.4, 0.15, 0.15, 0.15, 0.15),
                       crop_focus=0.5, select="loss")
     assert TrainConfig.from_dict(cfg.as_dict()) == cfg
+
+
+@pytest.mark.parametrize("share, words", [
+    (1.0, "--pseudo-share 1.0 leaves no real image in the batches: use a share below 1"),
+    (1.5, "--pseudo-share 1.5 leaves no real image in the batches"),
+    (0.0, "--pseudo-share must be in (0, 1), got 0.0"),
+    (-0.2, "--pseudo-share must be in (0, 1), got -0.2"),
+])
+def test_a_pseudo_share_outside_0_1_is_refused(share, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        TrainConfig(pseudo="pseudo.csv", pseudo_share=share)
+
+
+def test_pseudo_alone_gets_the_default_share_and_old_configs_resume():
+    cfg = TrainConfig(pseudo="pseudo.csv")
+    assert cfg.pseudo_share == DEFAULT_PSEUDO_SHARE == 0.2
+    assert TrainConfig.from_dict(cfg.as_dict()) == cfg
+    assert cfg.as_dict()["pseudo_share"] == 0.2     # config.json records the share used
+    old = {k: v for k, v in TrainConfig().as_dict().items() if not k.startswith("pseudo")}
+    assert resume_conflicts(old, TrainConfig()) == []   # a run from before the flags
+    assert resume_conflicts(old, cfg) == ["--pseudo None (saved) vs 'pseudo.csv' (now)",
+                                          "--pseudo-share None (saved) vs 0.2 (now)"]
+
+
+def test_cli_refuses_a_pseudo_share_without_a_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", "--data-dir", tmp_path / "none", "--run-dir", run,
+                   "--pseudo-share", "0.3") == 1
+    err = capsys.readouterr().err
+    assert "--pseudo-share 0.3 needs --pseudo FILE" in err and len(err.splitlines()) == 1
+    assert run_cli("train", "--data-dir", tmp_path / "none", "--run-dir", run,
+                   "--pseudo", tmp_path / "p.csv", "--pseudo-share", "1") == 1
+    assert "--pseudo-share 1.0 leaves no real image" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def test_good_values_pass():

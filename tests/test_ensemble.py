@@ -57,11 +57,46 @@ def test_mixed_scales_average_the_models_at_their_own_scales(tmp_path):
     torch.testing.assert_close(mixed, (alone[0] + alone[1]) / 2, atol=1e-5, rtol=1e-4)
 
 
-def test_models_of_different_heads_are_refused(tmp_path):
+def alone(model, images):
+    """A model's own per-class probabilities and presence, converted by hand."""
+    with torch.inference_mode():
+        logits, presence = forward_padded(model, images)
+        logits = torch.nn.functional.interpolate(logits, size=(256, 1600), mode="bilinear",
+                                                 align_corners=False)
+    probs = logits.softmax(dim=1)[:, 1:] if logits.shape[1] == 5 else logits.sigmoid()
+    return probs, None if presence is None else presence.sigmoid()
+
+
+def test_mixed_heads_and_gates_combine_as_weighted_per_class_probabilities(tmp_path):
+    """softmax + sigmoid models average their per-class probabilities with the weights; the
+    presence is the weighted mean over the gated models only."""
+    models = []
+    for i, (head, gate) in enumerate((("softmax", True), ("sigmoid", False), ("sigmoid", True))):
+        torch.manual_seed(i)
+        model = build_model(head=head, background_prior=0.9, input_scale=0.25, gate=gate).eval()
+        checkpoint.save(tmp_path / f"{i}.pt", {"model": model.state_dict(),
+                                               "model_info": model_info(model).as_dict()})
+        models.append(model)
+    weights = [2.0, 1.0, 0.5]
+    ensemble = predict.load_models([tmp_path / f"{i}.pt" for i in range(3)],
+                                   torch.device("cpu"), weights=weights)
+    assert ensemble.head == "sigmoid" and ensemble.gated
+    images = torch.rand(2, 3, 64, 400)
+    probs, presence = predict.ensemble_probabilities(ensemble, images)
+    by_hand = [alone(model, images) for model in models]
+    expected = sum(w * p for w, (p, _) in zip(weights, by_hand)) / sum(weights)
+    torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+    gated = (2.0 * by_hand[0][1] + 0.5 * by_hand[2][1]) / 2.5
+    torch.testing.assert_close(presence, gated, atol=1e-6, rtol=1e-5)
+    # the conversion differs per head: the softmax model's are not sigmoid(logits)
+    assert not torch.allclose(by_hand[0][0], by_hand[1][0], atol=1e-3)
+
+
+def test_bad_ensemble_weights_are_refused(tmp_path):
     save_model(tmp_path / "a.pt", 0.25)
-    save_model(tmp_path / "b.pt", 0.25, head="sigmoid")
-    with pytest.raises(ValueError, match="sigmoid with 4 outputs.*softmax with 5"):
-        predict.load_models([tmp_path / "a.pt", tmp_path / "b.pt"], torch.device("cpu"))
+    for weights in ([0.0], [-1.0], [1.0, 1.0]):
+        with pytest.raises(ValueError, match="one weight >= 0 per checkpoint"):
+            predict.load_models([tmp_path / "a.pt"], torch.device("cpu"), weights=weights)
 
 
 def test_weights_of_another_architecture_name_the_file(tmp_path):

@@ -390,10 +390,10 @@ def oof_of(seed: int):
 
 
 @pytest.mark.parametrize("kill_at", [pytest.param(n, marks=pytest.mark.slow) for n in (1, 2, 3)]
-                         + [4, 5])
+                         + [4, 5, 6])
 def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch, kill_at):
-    """cv writes 3 pictures, cv.json, postprocess.json; a kill at any of them leaves the new
-    settings only beside the new report."""
+    """cv writes 3 pictures, oof.npz, cv.json, postprocess.json; a kill at any of them leaves
+    the new settings only beside the new report."""
     import contextlib
     import json
     from pipeline import fileio
@@ -407,7 +407,7 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
     files = sorted(p for p in run.rglob("*") if p.is_file())
     old = {p: p.read_bytes() for p in files}
     assert {p.name for p in files} == {"confusion_default.png", "confusion_tuned.png",
-                                       "min_area.png", "cv.json", "postprocess.json"}
+                                       "min_area.png", "oof.npz", "cv.json", "postprocess.json"}
     monkeypatch.setattr(oof, "collect", lambda *a, **k: oof_of(7))
     real, calls = fileio.atomic_path, []
 
@@ -423,12 +423,12 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         oof.run_cv(str(run), str(tmp_path), CPU, [0])
     assert calls[-1] == ["confusion_default.png", "confusion_tuned.png", "min_area.png",
-                         "cv.json", "postprocess.json"][kill_at - 1]
+                         "oof.npz", "cv.json", "postprocess.json"][kill_at - 1]
     settings = run / "postprocess.json"
     report = json.loads((run / "reports" / "cv.json").read_text())
     assert settings.read_bytes() == old[settings]         # the last write never happened
     if report != json.loads(old[run / "reports" / "cv.json"]):
-        assert kill_at == 5    # a new report only once every picture is new
+        assert kill_at == 6    # a new report only once every picture is new
     assert not list(run.rglob("*.tmp"))
     monkeypatch.setattr(fileio, "atomic_path", real)
     report = oof.run_cv(str(run), str(tmp_path), CPU, [0])

@@ -141,20 +141,22 @@ def test_missing_corrupt_and_wrong_size_test_images(trained, tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_mixed_architectures_are_refused(trained, tmp_path, capsys):
+def test_mixed_heads_need_post_processing_tuned_for_them(trained, tmp_path, capsys):
+    """softmax + sigmoid checkpoints combine as per-class probabilities (a sigmoid-style
+    ensemble): the softmax run's argmax post-processing does not fit them."""
     data, run = trained
     other = tmp_path / "sigmoid"
     assert run_cli("folds", "--data-dir", data, "--run-dir", other, "--n-folds", 2) == 0
     assert run_cli("train", "--data-dir", data, "--run-dir", other, "--fold", 0, "--epochs", 1,
                    "--max-steps", 1, "--head", "sigmoid", "--loss", "bce", *TINY_TRAIN) == 0
     mixed = [run / "checkpoints" / "fold0" / "best.pt", other / "checkpoints" / "fold0" / "best.pt"]
-    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--checkpoints", *mixed,
-                   "--out", tmp_path / "s.csv", *INFER) == 1
-    err = capsys.readouterr().err
-    assert "fcn32_vgg11/sigmoid with 4 outputs" in err and "softmax with 5" in err
-    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--checkpoints", mixed[1],
-                   "--out", tmp_path / "s.csv", *INFER) == 1
-    assert "rerun `make cv`" in capsys.readouterr().err
+    for checkpoints in (mixed, mixed[1:]):
+        assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--checkpoints",
+                       *checkpoints, "--out", tmp_path / "s.csv", *INFER) == 1
+        err = capsys.readouterr().err
+        assert "post-processing is for the softmax head but the checkpoints have the sigmoid " \
+               "head: rerun `make cv`" in err
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_a_gated_unet_trains_tunes_its_gate_and_predicts(trained, tmp_path, capsys):

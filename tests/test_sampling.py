@@ -94,3 +94,70 @@ def test_presence_table_reads_the_rle_table():
     table = sampling.presence_table(rles, ["c.jpg", "a.jpg", "b.jpg"])
     assert table.tolist() == [[False] * 4, [True, False, False, False],
                               [False, False, True, True]]
+
+
+def mixed(n_real: int, n_pseudo: int, share: float, seed: int = 0, rank: int = 0,
+          world_size: int = 1, balanced: bool = False) -> sampling.MixedSampler:
+    """A mixed sampler over a real sampler of ``n_real`` images (balanced or a shuffle)."""
+    from torch.utils.data import DistributedSampler
+
+    if balanced:
+        real = sampling.BalancedSampler(presence(n_real // 2, (n_real - n_real // 2, 0, 0, 0)),
+                                        (0.5, 0.5, 0, 0, 0), seed=seed, rank=rank,
+                                        world_size=world_size, warn=False)
+    else:
+        real = DistributedSampler(range(n_real), num_replicas=world_size, rank=rank, seed=seed,
+                                  drop_last=world_size > 1)
+    return sampling.MixedSampler(real, n_real, n_pseudo, share, seed=seed, rank=rank,
+                                 world_size=world_size)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_the_pseudo_share_of_an_epoch_is_close_to_the_set_share(balanced):
+    sampler = mixed(4000, 37, 0.25, seed=2, balanced=balanced)
+    drawn = np.array(list(sampler))
+    assert len(drawn) == len(sampler) == 4000    # the epoch is as long as the real images
+    is_pseudo = drawn >= 4000
+    # binomial standard error at 4,000 draws is 0.0068: 3.7 of them
+    assert abs(is_pseudo.mean() - 0.25) < 0.025
+    counts = np.bincount(drawn[is_pseudo] - 4000, minlength=37)
+    assert counts.max() - counts.min() <= 1      # every pseudo image in turn
+    # the real draws are the real sampler's own, in its order
+    sampler.real_sampler.set_epoch(0)
+    assert drawn[~is_pseudo].tolist() == list(sampler.real_sampler)[:(~is_pseudo).sum()]
+
+
+def test_the_mixed_draw_depends_on_seed_and_epoch_only():
+    first, again, other = mixed(500, 20, 0.3, seed=1), mixed(500, 20, 0.3, seed=1), \
+        mixed(500, 20, 0.3, seed=2)
+    assert list(first) == list(again) and list(first) != list(other)
+    first.set_epoch(1)
+    epoch1 = list(first)
+    assert epoch1 != list(again)
+    first.set_epoch(0)
+    assert list(first) == list(again)
+    again.set_epoch(1)
+    assert list(again) == epoch1
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_ranks_take_equal_shares_of_one_mixed_draw(balanced):
+    whole = mixed(90, 11, 0.25, seed=3, balanced=balanced)
+    ranks = [mixed(90, 11, 0.25, seed=3, rank=r, world_size=4, balanced=balanced)
+             for r in range(4)]
+    draws = [list(s) for s in ranks]
+    assert [len(d) for d in draws] == [len(s) for s in ranks] == [22] * 4   # 2 dropped
+    # which draws are pseudo, and which pseudo image, is the one-process draw split by rank
+    merged = np.empty(88, dtype=np.int64)
+    for r, d in enumerate(draws):
+        merged[r::4] = d
+    single = np.array(list(whole))[:88]
+    assert ((merged >= 90) == (single >= 90)).all()
+    assert (merged[merged >= 90] == single[single >= 90]).all()
+
+
+def test_a_mixed_sampler_needs_pseudo_images_and_a_share_below_one():
+    with pytest.raises(ValueError, match="needs pseudo images"):
+        mixed(10, 0, 0.2)
+    with pytest.raises(ValueError, match=r"share in \(0, 1\) \(got 1.0\)"):
+        mixed(10, 3, 1.0)

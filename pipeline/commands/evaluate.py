@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``cv``, ``robustness``, ``compare``, ``validate`` and ``score``."""
     cv = commands.add_parser("cv", help="out-of-fold scores and post-processing tuning")
     options.add_data_dir(cv)
-    options.add_run_dir(cv)
+    options.add_run_dir(cv, ensemble=True)
     options.add_fold(cv)
     cv.add_argument("--min-component", type=options.per_class(int), default=[0] * 4,
                     help="drop connected components smaller than this (pixels, per class)")
@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     robustness = commands.add_parser(
         "robustness", help="out-of-fold scores under input shifts vs the all-empty baseline")
     options.add_data_dir(robustness)
-    options.add_run_dir(robustness)
+    options.add_run_dir(robustness, ensemble=True)
     robustness.add_argument("--shifts", default="all",
                             help=f"'all' or shift names ({', '.join(SHIFTS)}), e.g. "
                                  "none,blur,jpeg-q20 (default: all)")
@@ -43,8 +43,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     robustness.set_defaults(handler=robustness_command)
 
     compare = commands.add_parser("compare", help="compare the CV reports of several runs")
-    compare.add_argument("runs", nargs="+", help="run directories holding reports/cv.json")
+    compare.add_argument("runs", nargs="+", help="run or ensemble folders holding reports/cv.json"
+                         " (an ensemble's members are listed before it)")
     compare.set_defaults(handler=compare_command)
+
+    ensemble = commands.add_parser(
+        "ensemble", help="an ensemble folder of several runs, which cv, predict, robustness, "
+        "compare, upload-weights and kernel take as --run-dir",
+        description="Members must share folds.csv and have been through cv. Run `cv --run-dir "
+        "OUT` next: it tunes the ensemble's post-processing out of fold.")
+    ensemble.add_argument("--run-dir", action="append", required=True, dest="members",
+                          metavar="RUN_DIR", help="a member run folder (give two or more)")
+    ensemble.add_argument("--weights", type=options.parse_floats, default=None,
+                          help="one weight per member, e.g. 2,1 (default: equal)")
+    ensemble.add_argument("--out", required=True, help="the ensemble folder to write")
+    ensemble.set_defaults(handler=ensemble_command)
 
     validate = commands.add_parser("validate", help="check a submission against its sample")
     validate.add_argument("submission", help="submission.csv to check")
@@ -101,7 +114,7 @@ def _requested(args: argparse.Namespace) -> dict:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    """Print the runs' CV reports side by side."""
+    """Print the runs' CV reports side by side (an ensemble's members first, then it)."""
     from pipeline.inference import reports
 
     found = {}
@@ -109,8 +122,21 @@ def compare_command(args: argparse.Namespace) -> int:
         path = config.resolve_run_dir(run_dir).reports / "cv.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: run `make cv RUN_DIR={run_dir}`")
-        found[Path(run_dir).name] = json.loads(path.read_text())
+        report = json.loads(path.read_text())
+        for member in report.get("members", []):
+            found[f"  {member['name']} (w {member['weight']:g})"] = member
+        found[Path(run_dir).name] = report
     print(reports.compare_runs(found))
+    return 0
+
+
+def ensemble_command(args: argparse.Namespace) -> int:
+    """Write the ensemble folder; print its members."""
+    from pipeline.inference import ensembles
+
+    source = ensembles.create(args.members, args.weights, args.out)
+    print(f"wrote {source.root / ensembles.ENSEMBLE_FILE}: {source.describe()}; next: "
+          f"python -m pipeline cv --run-dir {source.root}")
     return 0
 
 

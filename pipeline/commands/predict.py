@@ -23,7 +23,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--sample", default=None,
                          help="sample submission (default DATA_DIR/sample_submission.csv)")
     predict.add_argument("--checkpoints", nargs="+", default=None,
-                         help="checkpoint files (default: every fold's best.pt)")
+                         help="checkpoint files, averaged with equal weights (default: every "
+                              "fold's best.pt of the run, or of every member of an ensemble)")
     predict.add_argument("--out", default=str(config.DEFAULT_SUBMISSION),
                          help="submission file to write")
     predict.add_argument("--postprocess", default=None,
@@ -39,6 +40,23 @@ def register(commands: argparse._SubParsersAction) -> None:
                                       "decode": "the one cv tuned with, else scaled"})
     predict.set_defaults(handler=predict_command)
 
+    pseudo = commands.add_parser(
+        "pseudo-label", help="confident test predictions of a gated run or ensemble -> a "
+        "train.csv-format file for train --pseudo",
+        description="Keeps a test image when the presence gate and the segmentation agree "
+        "confidently on every class, at thresholds that reach --precision out of fold (cv's "
+        "reports/oof.npz); writes OUT and OUT's .json report.")
+    options.add_data_dir(pseudo)
+    options.add_run_dir(pseudo, ensemble=True)
+    pseudo.add_argument("--out", required=True, help="the pseudo-label CSV to write")
+    pseudo.add_argument("--precision", type=float, default=0.95,
+                        help="out-of-fold precision each class's confident positives and "
+                             "negatives must reach (default 0.95)")
+    options.add_settings_flags(pseudo, InferenceConfig,
+                               unset={"tta": "the one cv tuned with, else none",
+                                      "decode": "the one cv tuned with, else scaled"})
+    pseudo.set_defaults(handler=pseudo_label_command)
+
 
 def predict_command(args: argparse.Namespace) -> int:
     """Predict the test images into ``--out``; print what was written."""
@@ -47,16 +65,20 @@ def predict_command(args: argparse.Namespace) -> int:
     from pipeline.inference.config import with_recorded
 
     fileio.check_writable(Path(args.out), "--out")  # before any image is predicted
-    paths, run = config.resolve_data_dir(args.data_dir), config.resolve_run_dir(args.run_dir)
+    from pipeline.inference import ensembles
+
+    paths, chosen = config.resolve_data_dir(args.data_dir), ensembles.resolve(args.run_dir)
+    run = chosen.paths
     sample = submission.read_sample(Path(args.sample) if args.sample else paths.sample_submission)
     predict.check_test_images(paths.test_images, sample.image_ids, sample.path)
-    checkpoints = ([Path(p) for p in args.checkpoints] if args.checkpoints
-                   else run.find_checkpoints())
+    models = ([(Path(p), 1.0) for p in args.checkpoints] if args.checkpoints
+              else chosen.all_models())
     params, source = _postprocess(args, run)
     requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
     settings = with_recorded(requested, params.inference if params else {}, str(source))
     context = distributed.setup(settings.device)
-    ensemble = predict.load_models(checkpoints, context.device, settings)
+    ensemble = predict.load_models([p for p, _ in models], context.device, settings,
+                                   [w for _, w in models])
     params = _overridden(args, params or _default(source, ensemble.head))
     written = predict.write_submission(ensemble, paths.test_images, sample, params, context,
                                        Path(args.out), settings)
@@ -89,3 +111,24 @@ def _overridden(args: argparse.Namespace, params):
     overrides = {name: getattr(args, name) for name in ("threshold", "min_area", "min_component")
                  if getattr(args, name) is not None}
     return params.replace(**overrides) if overrides else params
+
+
+def pseudo_label_command(args: argparse.Namespace) -> int:
+    """Write the pseudo-labels and their report; print the per-class table."""
+    from pipeline import fileio
+    from pipeline.inference import pseudo_label
+
+    out = Path(args.out)
+    fileio.check_writable(out, "--out")
+    requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+    report = pseudo_label.label_test_images(args.run_dir, args.data_dir, out, args.precision,
+                                            requested)
+    print(report["table"])
+    truth = report.get("truth")
+    if truth and truth["dice"] is not None:
+        print(f"against test_truth.csv: pseudo-label Dice {truth['dice']:.4f} (per class "
+              f"{', '.join('-' if d is None else f'{d:.3f}' for d in truth['per_class'])}), "
+              f"every class's presence right on {truth['presence_right']:.1%} of the kept images")
+    print(f"wrote {out} ({report['n_kept']} of {report['n_test']} test images) and "
+          f"{out.with_suffix('.json')}")
+    return 0

@@ -1,5 +1,6 @@
 """Which training images an epoch draws: every image once (``uniform``) or a ``balanced`` draw
-in which defect-free images and each class come at set shares, with replacement.
+in which defect-free images and each class come at set shares, with replacement; with
+pseudo-labels, a ``MixedSampler`` puts pseudo-labelled test images at a share of the draws.
 
 The draw of an epoch depends only on (seed, epoch); under torchrun each rank takes every
 ``world_size``-th index of it, so the processes together see one epoch's draw.
@@ -84,6 +85,54 @@ class BalancedSampler(Sampler[int]):
         return self.total // self.world_size
 
 
+class MixedSampler(Sampler[int]):
+    """Indices into ``ConcatDataset([real, pseudo])``: each draw is a pseudo-labelled image
+    (index ``n_real + k``) with probability ``share``, else the next index of ``real_sampler``
+    (uniform or balanced, over the real images alone); as many draws as ``real_sampler``.
+
+    Which draws are pseudo, and which pseudo image each takes (every one in turn, in an order
+    shuffled per epoch), depend only on (seed, epoch); under torchrun each rank takes every
+    ``world_size``-th draw of the epoch, so every rank has ``len(real_sampler)`` draws.
+    """
+
+    def __init__(self, real_sampler: Sampler[int], n_real: int, n_pseudo: int, share: float,
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
+        if n_pseudo < 1 or not 0.0 < share < 1.0:
+            raise ValueError(f"the mixed sampler needs pseudo images (got {n_pseudo}) and a "
+                             f"share in (0, 1) (got {share})")
+        self.real_sampler, self.n_real, self.n_pseudo, self.share = \
+            real_sampler, n_real, n_pseudo, share
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the given epoch's indices next (the real sampler's too)."""
+        self.epoch = epoch
+        if hasattr(self.real_sampler, "set_epoch"):
+            self.real_sampler.set_epoch(epoch)
+
+    def draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(is_pseudo, pick)`` of every draw of this epoch, all ranks together: whether the
+        draw is pseudo, and then which pseudo image (0..n_pseudo-1; 0 where it is not)."""
+        # two streams, so one process and N ranks (whose draws are a prefix of its) agree
+        flags, order = (np.random.default_rng([self.seed, self.epoch, 0x95E, k]) for k in (0, 1))
+        total = len(self) * self.world_size
+        is_pseudo = flags.random(total) < self.share
+        pick = np.zeros(total, dtype=np.int64)
+        pick[is_pseudo] = np.resize(order.permutation(self.n_pseudo), int(is_pseudo.sum()))
+        return is_pseudo, pick
+
+    def __iter__(self):
+        is_pseudo, pick = (a[self.rank::self.world_size] for a in self.draw())
+        real = np.fromiter(self.real_sampler, dtype=np.int64, count=len(self))
+        indices = np.empty(len(self), dtype=np.int64)
+        indices[is_pseudo] = self.n_real + pick[is_pseudo]
+        indices[~is_pseudo] = real[:int((~is_pseudo).sum())]
+        return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        return len(self.real_sampler)
+
+
 def presence_table(rles, image_ids: list[str]) -> np.ndarray:
     """``(N, 4)`` bool: which classes each image holds, from its RLE table (no pixel decoded)."""
     if not image_ids:
@@ -91,4 +140,3 @@ def presence_table(rles, image_ids: list[str]) -> np.ndarray:
     table = rles.loc[image_ids]
     return np.stack([table[c].fillna("").astype(str).str.len().to_numpy() > 0
                      for c in table.columns[:N_CLASSES]], axis=1)
-

@@ -9,14 +9,16 @@ exactly.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from pipeline import distributed, fileio, metrics
-from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir, \
-    resolve_run_dir
+from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir
 from pipeline.data import folds, images, labels
-from pipeline.inference import postprocess, predict, reports, steps, tuning
+from pipeline.inference import ensembles, postprocess, predict, reports, steps, tuning
 from pipeline.inference.config import InferenceConfig
 from pipeline.stages import stage
 
@@ -73,28 +75,33 @@ class OOFAccumulator:
         return np.concatenate(self._presence) if self._presence else None
 
 
-def collect(run: RunPaths, paths: DataPaths, fold_ids: list[int], settings: InferenceConfig,
-            min_component: tuple[int, ...], n_overlays: int, context: distributed.Context,
-            shift=None, thresholds: tuple[float | None, ...] | None = None, label: str = "OOF",
+def collect(source: ensembles.Source, paths: DataPaths, fold_ids: list[int],
+            settings: InferenceConfig, min_component: tuple[int, ...], n_overlays: int,
+            context: distributed.Context, shift=None,
+            thresholds: tuple[float | None, ...] | None = None, label: str = "OOF",
             limit: int | None = None, loaded: dict | None = None, lines: bool = True):
-    """Every fold's best model on its own validation images -> (accumulator, examples, infos);
-    ``shift`` changes the images as read, ``thresholds`` (default: the head's grid) are the
-    pixel thresholds counted, ``limit`` keeps the first images of each fold's validation set;
-    ``loaded``: a dict of models already loaded by checkpoint path, filled as they load (for
-    callers that go over the same folds several times); ``lines``: one log line per fold."""
+    """Every fold's best model(s) on the fold's validation images -> (accumulator, examples,
+    infos): a run's fold model, or every member's of an ensemble, weighted; ``shift`` changes
+    the images as read, ``thresholds`` (default: the head's grid) are the pixel thresholds
+    counted, ``limit`` keeps the first images of each fold's validation set; ``loaded``: a
+    dict of models already loaded by fold, filled as they load (for callers that go over the
+    same folds several times); ``lines``: one log line per fold."""
     loaded = {} if loaded is None else loaded
     table, image_ids = labels.load_train(paths)
-    split = folds.read_folds(run.folds_csv, image_ids)
+    split = folds.read_folds(source.folds_csv, image_ids)
     rles = labels.rle_table(table, image_ids)
-    accumulator, examples, infos = None, [], []
-    for fold, path in zip(fold_ids, run.find_checkpoints(fold_ids)):
-        if path not in loaded:
-            loaded[path] = predict.load_models([path], context.device, settings)
-        ensemble = loaded[path]
-        infos.append(ensemble.infos[0].as_dict())
-        if infos[0]["head"] != infos[-1]["head"] or infos[0]["gate"] != infos[-1]["gate"]:
-            raise ValueError(f"{path}: fold {fold} has another head or gate than fold "
-                             f"{fold_ids[0]}: one post-processing cannot serve both")
+    accumulator, examples, infos, first = None, [], [], None
+    for fold in fold_ids:
+        if fold not in loaded:
+            chosen = source.fold_models(fold)
+            loaded[fold] = predict.load_models([p for p, _ in chosen], context.device, settings,
+                                               [w for _, w in chosen])
+        ensemble = loaded[fold]
+        infos.extend(info.as_dict() for info in ensemble.infos)
+        first = first or (fold, ensemble.head, ensemble.gated)
+        if (ensemble.head, ensemble.gated) != first[1:]:
+            raise ValueError(f"{source.root}: fold {fold} has another head or gate than fold "
+                             f"{first[0]}: one post-processing cannot serve both")
         accumulator = accumulator or OOFAccumulator(
             ensemble.head, thresholds or tuning.default_thresholds(ensemble.head), min_component)
         val_ids = folds.split_ids(split, fold)[1][:limit]
@@ -119,11 +126,12 @@ def run_cv(run_dir: str | None, data_dir: str | None,
 
     Writes the pictures, then ``reports/cv.json``, then ``postprocess.json`` (each atomically).
     """
-    paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
+    paths, source = resolve_data_dir(data_dir), ensembles.resolve(run_dir)
+    run = source.paths
     if fold_ids is None:
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
     context = distributed.setup(settings.device)
-    accumulator, examples, infos = collect(run, paths, fold_ids, settings, min_component,
+    accumulator, examples, infos = collect(source, paths, fold_ids, settings, min_component,
                                            n_overlays, context)
     counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
     presence = accumulator.presence()
@@ -138,6 +146,7 @@ def run_cv(run_dir: str | None, data_dir: str | None,
               "tta": settings.tta, "inference": settings.as_dict(),
               "default": default.as_dict(), "tuned": tuned.as_dict(),
               "postprocess": dict(params.__dict__), "models": infos,
+              "members": _members(source),
               "grid": {"presence": list(gates), "thresholds": list(thresholds),
                        "min_areas": list(tuning.MIN_AREAS)},
               "code_version": code_version()}
@@ -146,9 +155,49 @@ def run_cv(run_dir: str | None, data_dir: str | None,
     with stage("plots"):
         _pictures(run, paths, default, tuned, chosen.curves(tuning.MIN_AREAS, gates), params,
                   examples)
+    save_oof(run.reports / "oof.npz", accumulator)
     fileio.write_json(run.reports / "cv.json", report)
     params.save(run.postprocess_json)
     return report
+
+
+def _members(source: ensembles.Source) -> list[dict]:
+    """An ensemble's members: name, run folder, weight and their own cv scores (tuned)."""
+    if not source.is_ensemble:
+        return []
+    found = []
+    for member in source.members:
+        report = json.loads((member.run.reports / "cv.json").read_text())
+        found.append({"name": member.name, "run_dir": str(member.run.root),
+                      "weight": member.weight, "tuned": report["tuned"],
+                      "default": report["default"], "models": report.get("models", [])})
+    return found
+
+
+def save_oof(path: Path, accumulator: OOFAccumulator) -> None:
+    """The OOF counts as ``reports/oof.npz``: image_ids (N,), thresholds (K,) (NaN: argmax),
+    counts (N, K, 4, 3) and, for gated models, presence (N, 4); written atomically."""
+    arrays = {"image_ids": np.asarray(accumulator.image_ids, dtype=str),
+              "thresholds": np.array([np.nan if t is None else t
+                                      for t in accumulator.thresholds], dtype=float),
+              "counts": accumulator.counts(), "head": np.asarray(accumulator.head)}
+    if accumulator.presence() is not None:
+        arrays["presence"] = accumulator.presence()
+    with fileio.atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+
+def load_oof(path: Path) -> dict:
+    """``reports/oof.npz`` as a dict of arrays (thresholds as a tuple with None for argmax)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `make cv` first")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["thresholds"] = tuple(None if np.isnan(t) else float(t) for t in arrays["thresholds"])
+    arrays["head"] = str(arrays["head"])
+    arrays["presence"] = arrays.get("presence")
+    return arrays
 
 
 def _pictures(run: RunPaths, paths: DataPaths, default: metrics.Scores, tuned: metrics.Scores,

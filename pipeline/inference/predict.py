@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,15 +46,28 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class Ensemble:
-    """Eval-mode models of one head, each with the ``ModelInfo`` of its checkpoint; ``runners``
-    are what runs them (the models, or their ``torch.compile``d forms)."""
+    """Eval-mode models, each with the ``ModelInfo`` of its checkpoint and a weight; ``runners``
+    are what runs them (the models, or their ``torch.compile``d forms).
+
+    Models may differ in architecture, scale, head and gate: they combine as per-class
+    probabilities (a softmax model's class channels, a sigmoid model's channels), averaged with
+    the weights; the presence probability of a class is the weighted mean over the gated models
+    only (a model without a gate contributes none); with no gated model there is none.
+    ``clock``: per model, the seconds its passes took and the images they saw (passes x images).
+    """
 
     models: tuple[torch.nn.Module, ...]
     runners: tuple = ()
+    weights: tuple[float, ...] = ()
+    clock: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.runners:
             object.__setattr__(self, "runners", self.models)
+        if not self.weights:
+            object.__setattr__(self, "weights", (1.0,) * len(self.models))
+        if len(self.weights) != len(self.models):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.models)} models")
 
     @property
     def compiled(self) -> bool:
@@ -67,12 +80,14 @@ class Ensemble:
 
     @property
     def head(self) -> str:
-        return self.infos[0].head
+        """softmax when every model is (argmax is defined), else sigmoid: per-class
+        probabilities with per-class thresholds."""
+        return "softmax" if all(i.head == "softmax" for i in self.infos) else "sigmoid"
 
     @property
     def gated(self) -> bool:
-        """Whether the models have a presence gate (all of them or none)."""
-        return self.infos[0].gate
+        """Whether any model has a presence gate."""
+        return any(info.gate for info in self.infos)
 
     @property
     def input_scale(self) -> float:
@@ -84,35 +99,30 @@ class Ensemble:
 
 
 def load_models(paths: list[Path], device: torch.device,
-                settings: InferenceConfig = InferenceConfig()) -> Ensemble:
-    """The ensemble of the checkpoints, refusing models of different heads or gates; with
+                settings: InferenceConfig = InferenceConfig(),
+                weights: list[float] | None = None) -> Ensemble:
+    """The ensemble of the checkpoints (``weights``: one per checkpoint, default 1 each); with
     ``settings.compile`` they run through ``forward.compile_for_inference`` (compiled at the
     first batch)."""
     if not paths:
         raise ValueError("no checkpoints given: train first or pass --checkpoints")
+    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths) or not all(w >= 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"ensemble weights {weights} for {len(paths)} checkpoints: one "
+                         "weight >= 0 per checkpoint, summing to a positive number")
     runtime.keep_freed_memory()   # the process policy inference runs under (see runtime)
-    models, first = [], None
+    models = []
     for path in paths:
         with stage("load"):
             model = rebuild(checkpoint.load(path), path)
-        info = model_info(model)
-        first = first or (path, info)
-        if (info.head, info.n_outputs) != (first[1].head, first[1].n_outputs):
-            raise ValueError(
-                f"{path} holds {info.name}/{info.head} with {info.n_outputs} outputs but "
-                f"{first[0]} holds {first[1].name}/{first[1].head} with {first[1].n_outputs}: "
-                "an ensemble averages the probabilities of one head")
-        if info.gate != first[1].gate:
-            raise ValueError(f"{path} {'has' if info.gate else 'has no'} presence gate but "
-                             f"{first[0]} {'has' if first[1].gate else 'has none'}: ensemble "
-                             "gated models with gated models only")
         model = model.to(device)
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         models.append(model)
     if not settings.compile:
-        return Ensemble(tuple(models))
-    return Ensemble(tuple(models), tuple(forward.compile_for_inference(m) for m in models))
+        return Ensemble(tuple(models), weights=tuple(weights))
+    return Ensemble(tuple(models), tuple(forward.compile_for_inference(m) for m in models),
+                    tuple(weights))
 
 
 def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
@@ -126,34 +136,55 @@ def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def pass_probabilities(runner, info: ModelInfo, inputs: torch.Tensor, dims: tuple[int, ...],
+                       amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One model pass (``dims``: the flip, () for none) -> ``(N, 4, 256, 1600)`` per-class
+    probabilities and ``(N, 4)`` presence probabilities (None without a gate), flipped back."""
+    flipped = inputs.flip(dims) if dims else inputs
+    with forward.autocast(amp, inputs.device), stage("forward"):
+        logits, presence = forward.forward_padded(runner, flipped, info.stride)
+    with stage("upsample"):
+        logits = forward.upsample(logits, (HEIGHT, WIDTH))
+    with stage("probabilities"):
+        probs = forward.probabilities(logits, info.head)
+        probs = probs.flip(dims) if dims else probs
+    return probs, None if presence is None else presence.float().sigmoid()
+
+
+@torch.inference_mode()
 def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = "none",
                            amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(N, 4, 256, 1600)`` class probabilities and, for gated models, ``(N, 4)`` presence
-    probabilities, each averaged over models and flips.
+    probabilities, each the weighted average over models and flips (presence: over the gated
+    models only).
 
     ``images``: ``(N, 3, h, w)`` float in [0, 1] at ``ensemble.input_scale``.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"unknown --tta {tta!r}; valid: {sorted(TTA_MODES)}")
-    total, present = None, None
-    for model, info in zip(ensemble.runners, ensemble.infos):
+    total, present, gated_weight = None, None, 0.0
+    for index, (model, info, weight) in enumerate(zip(ensemble.runners, ensemble.infos,
+                                                      ensemble.weights)):
+        start = time.perf_counter()
         with stage("resize"):
             inputs = model_input(images, info)
         for dims in TTA_MODES[tta]:
-            flipped = inputs.flip(dims) if dims else inputs
-            with forward.autocast(amp, images.device), stage("forward"):
-                logits, presence = forward.forward_padded(model, flipped, info.stride)
-            with stage("upsample"):
-                logits = forward.upsample(logits, (HEIGHT, WIDTH))
+            probs, presence = pass_probabilities(model, info, inputs, dims, amp)
             with stage("probabilities"):
-                probs = forward.probabilities(logits, info.head)
-                probs = probs.flip(dims) if dims else probs
+                probs = probs if weight == 1.0 else probs.mul_(weight)
                 total = probs if total is None else total.add_(probs)
             if presence is not None:
-                presence = presence.float().sigmoid()
+                presence = presence if weight == 1.0 else presence.mul_(weight)
                 present = presence if present is None else present.add_(presence)
-    n_passes = len(ensemble) * len(TTA_MODES[tta])
-    return total.div_(n_passes), None if present is None else present.div_(n_passes)
+        gated_weight += weight if info.gate else 0.0
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)
+        seconds, seen = ensemble.clock.get(index, (0.0, 0))
+        ensemble.clock[index] = (seconds + time.perf_counter() - start,
+                                 seen + len(images) * len(TTA_MODES[tta]))
+    n_flips = len(TTA_MODES[tta])
+    total = total.div_(sum(ensemble.weights) * n_flips)
+    return total, None if present is None else present.div_(gated_weight * n_flips)
 
 
 def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.device,

@@ -97,13 +97,14 @@ def format_report(report: dict) -> str:
 
 def compare_runs(reports: dict[str, dict]) -> str:
     """Side-by-side table of several runs' cv.json: score, non-empty Dice, confusion."""
-    header = (f"{'run':16}{'score':>8}{'score':>8}{'non-empty':>11}{'non-empty':>11}"
+    width = max([16, *(len(name) + 2 for name in reports)])
+    header = (f"{'run':{width}}{'score':>8}{'score':>8}{'non-empty':>11}{'non-empty':>11}"
               f"{'all-empty':>11}")
-    lines = [header, f"{'':16}{'default':>8}{'tuned':>8}{'Dice def.':>11}{'Dice tuned':>11}"
-             f"{'baseline':>11}", "-" * len(header)]
+    lines = [header, f"{'':{width}}{'default':>8}{'tuned':>8}{'Dice def.':>11}"
+             f"{'Dice tuned':>11}{'baseline':>11}", "-" * len(header)]
     for name, report in reports.items():
         d, t = report["default"], report["tuned"]
-        lines.append(f"{name:16}{d['score']:>8.4f}{t['score']:>8.4f}{d['nonempty']:>11.4f}"
+        lines.append(f"{name:{width}}{d['score']:>8.4f}{t['score']:>8.4f}{d['nonempty']:>11.4f}"
                      f"{t['nonempty']:>11.4f}{d['all_empty_baseline']:>11.4f}")
     for name, report in reports.items():
         for which in ("default", "tuned"):

@@ -14,10 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline import distributed, fileio, plotting
-from pipeline.config import N_CLASSES, RunPaths, code_version, resolve_data_dir, \
-    resolve_run_dir
+from pipeline.config import N_CLASSES, RunPaths, code_version, resolve_data_dir
 from pipeline.data import folds, shifts
-from pipeline.inference import oof, postprocess, tuning
+from pipeline.inference import ensembles, oof, postprocess, tuning
 from pipeline.inference.config import with_recorded
 from pipeline.stages import stage
 
@@ -62,7 +61,8 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
     (a quicker, noisier look)."""
     if images_per_fold is not None and images_per_fold < 1:
         raise ValueError(f"--images-per-fold {images_per_fold}: pass 1 or more")
-    paths, run = resolve_data_dir(data_dir), resolve_run_dir(run_dir)
+    paths, source = resolve_data_dir(data_dir), ensembles.resolve(run_dir)
+    run = source.paths
     params = load_tuned(run)
     names = list(shifts.SHIFTS) if names is None else names
     if fold_ids is None:
@@ -73,7 +73,7 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
     results, loaded = [], {}
     for i, name in enumerate(names, 1):
         start = time.perf_counter()
-        accumulator, _, _ = oof.collect(run, paths, fold_ids, settings, params.min_component, 0,
+        accumulator, _, _ = oof.collect(source, paths, fold_ids, settings, params.min_component, 0,
                                         context, shifts.SHIFTS[name], thresholds, name,
                                         images_per_fold, loaded, lines=False)
         result = {"name": name, **score_shift(accumulator, params),

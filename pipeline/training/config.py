@@ -23,7 +23,10 @@ RESUMABLE = ("quiet", "workers", "device", "max_steps")
 # What a saved config without a field (written before the field existed) meant.
 LEGACY = {"select": "default", "ema_decay": None, "average_top_k": 1, "sampler": "uniform",
           "crop_focus": 0.0, "pos_weight": None, "pixel_weight": None, "dice_weight": None,
-          "focal_gamma": 2.0, "sample_shares": (0.2, 0.2, 0.2, 0.2, 0.2)}
+          "focal_gamma": 2.0, "sample_shares": (0.2, 0.2, 0.2, 0.2, 0.2), "pseudo": None,
+          "pseudo_share": None}
+# The share of pseudo-labelled draws when --pseudo comes without --pseudo-share.
+DEFAULT_PSEUDO_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,13 @@ class TrainConfig:
         "(each in [0, 1], summing to 1)")
     crop_focus: float = setting(0.0, "probability that a training crop is placed on a defect "
                                 "of a class drawn uniformly from the image's classes")
+    pseudo: str | None = setting(None, "pseudo-labels: a CSV ImageId,ClassId,EncodedPixels of "
+                                 "test images (every class row of each) mixed into the "
+                                 "training batches, never into validation")
+    pseudo_share: float | None = setting(
+        None, "share of the training draws that are pseudo-labelled images, in (0, 1); none: "
+        f"{DEFAULT_PSEUDO_SHARE} with --pseudo: roughly in proportion, as the 1st place mixed "
+        "them in (a few thousand confident test images next to 12.6k training images)")
     warmup_epochs: float = setting(1.0, "linear warm-up, in epochs, before the cosine decay")
     batch_size: int = setting(8, "images per batch (per process under torchrun)")
     crop: tuple[int, int] | None = setting((256, 384), "random training crop HEIGHTxWIDTH "
@@ -122,6 +132,7 @@ class TrainConfig:
         if self.background_prior is not None and not 0.0 < self.background_prior < 1.0:
             raise ValueError(f"--background-prior must be in (0, 1), got {self.background_prior}")
         self._check_learning()
+        self._check_pseudo()
 
     def _check_learning(self) -> None:
         """Refuse out-of-range selection, averaging, sampling and loss-weight settings."""
@@ -146,6 +157,25 @@ class TrainConfig:
         build_loss(self.loss, self.head, self.class_weights, pos_weight=self.pos_weight,
                    dice_weight=self.dice_weight, pixel_weight=self.pixel_weight,
                    focal_gamma=self.focal_gamma, cls_weight=self.cls_weight if self.gate else None)
+
+    def _check_pseudo(self) -> None:
+        """Refuse a share without a file or outside (0, 1); a file without a share gets the
+        default share (recorded as such in config.json)."""
+        if self.pseudo is None:
+            if self.pseudo_share is not None:
+                raise ValueError(f"--pseudo-share {self.pseudo_share} needs --pseudo FILE (the "
+                                 "pseudo-label CSV): pass both, or neither")
+            return
+        if not self.pseudo:
+            raise ValueError("--pseudo is empty: pass the pseudo-label CSV, or leave it out")
+        if self.pseudo_share is None:
+            object.__setattr__(self, "pseudo_share", DEFAULT_PSEUDO_SHARE)
+        if self.pseudo_share >= 1.0:
+            raise ValueError(f"--pseudo-share {self.pseudo_share} leaves no real image in the "
+                             "batches: use a share below 1, e.g. 0.2")
+        if not self.pseudo_share > 0.0:
+            raise ValueError(f"--pseudo-share must be in (0, 1), got {self.pseudo_share}: e.g. "
+                             "0.2, or leave --pseudo out to train on the real images alone")
 
     def as_dict(self) -> dict:
         """JSON- and checkpoint-safe dict (tuples become lists)."""
