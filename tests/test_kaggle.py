@@ -259,10 +259,13 @@ def test_upload_weights_creates_then_versions_without_optimizer_state(fake_kaggl
     (create,), (version,) = fake_kaggle.named("CreateDataset"), fake_kaggle.named(
         "CreateDatasetVersion")
     assert create.body["slug"] == "severstal-weights" and create.body["licenseName"] == "CC0-1.0"
-    assert len(create.body["files"]) == len(version.body["body"]["files"]) == 4
+    assert len(create.body["files"]) == len(version.body["body"]["files"]) == 5
     tokens = {t["token"] for t in create.body["files"]}
     uploaded = {fake_kaggle.blob_names[t]: fake_kaggle.uploads[t] for t in tokens}
-    assert sorted(uploaded) == ["config.json", "fold0.pt", "fold1.pt", "postprocess.json"]
+    assert sorted(uploaded) == ["config.json", "fold0.pt", "fold1.pt", "models.json",
+                                "postprocess.json"]
+    assert json.loads(uploaded["models.json"]) == {"models": [
+        {"file": "fold0.pt", "weight": 1.0}, {"file": "fold1.pt", "weight": 1.0}]}
     weights = torch.load(io.BytesIO(uploaded["fold1.pt"]), weights_only=True)
     assert set(weights) == {"model", "model_info", "config", "fold", "epoch"}
     assert torch.equal(weights["model"]["weight"], torch.ones(2, 3))

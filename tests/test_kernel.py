@@ -13,7 +13,7 @@ from helpers import TINY_TRAIN, run_cli
 
 from pipeline.kaggle import pack
 from pipeline.kaggle.weights import stage_weights
-from pipeline.config import RunPaths
+from pipeline.inference import ensembles
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.postprocess import PostProcess
 
@@ -104,8 +104,8 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
     shutil.copy(data / "sample_submission.csv", competition)
     shutil.copytree(data / "test_images", competition / "test_images")
     # What `make upload-weights` puts in the dataset.
-    stage_weights(RunPaths(run), RunPaths(run).find_checkpoints(),
-                  "me/severstal-weights", "Severstal weights", weights)
+    stage_weights(ensembles.resolve(run), None, "me/severstal-weights", "Severstal weights",
+                  weights)
     script = pack.build(tmp_path / "kernels" / "k", "me/severstal-kernel", None,
                         "me/severstal-weights", "test", InferenceConfig(compile=compile_models))
     working, elsewhere, site = (tmp_path / f"{name}-{layout}"
@@ -217,3 +217,43 @@ def test_the_compiled_kernel_runs_an_exported_zoo_model(tmp_path):
     assert sorted(p.name for p in weights.glob("fold*")) == ["fold0.pt", "fold0.pt2"]
     assert "compiled at the first batch" in out and "compile on" in out
     assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_kernel_predicts_what_predict_predicts_for_a_mixed_ensemble(tmp_path, tiny_run_copy):
+    """An ensemble of an FCN32 (softmax, no gate) and a gated sigmoid Unet, weighted 2:1: the
+    kernel, in a Python without smp and timm, writes the bytes predict writes, reports each
+    model's passes and checks its predictions for drift."""
+    data, fcn = tiny_run_copy
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(fcn / "folds.csv", zoo / "folds.csv")
+    assert run_cli("train", "--data-dir", data, "--run-dir", zoo, "--model", "unet", "--gate",
+                   "--head", "sigmoid", "--loss", "bce", "--epochs", 1, "--max-steps", 1,
+                   *TINY_TRAIN) == 0
+    ens = tmp_path / "ens"
+    for run in (fcn, zoo):
+        assert run_cli("cv", "--data-dir", data, "--run-dir", run, "--workers", 0,
+                       "--quiet") == 0
+    assert run_cli("ensemble", "--run-dir", fcn, "--run-dir", zoo, "--weights", "2,1",
+                   "--out", ens) == 0
+    assert run_cli("cv", "--data-dir", data, "--run-dir", ens, "--workers", 0, "--quiet") == 0
+    # low thresholds: masks on every image, so the comparison is not of empty files
+    PostProcess(head="sigmoid", threshold=0.1, min_area=0, presence=0.05).save(
+        ens / "postprocess.json")
+    assert run_cli("predict", "--data-dir", data, "--run-dir", ens, "--out", tmp_path / "p.csv",
+                   "--workers", 0, "--quiet") == 0
+    rows = [line.split(",") for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert sum(bool(row[1]) for row in rows) >= len(rows) // 2   # ImageId,EncodedPixels,ClassId
+    out, weights, working = run_kernel(tmp_path, data, ens,
+                                       blocked=("segmentation_models_pytorch", "timm"))
+    assert sorted(p.name for p in weights.glob("*-fold*")) == [
+        "run-fold0.pt", "run-fold1.pt", "zoo-fold0.pt", "zoo-fold0.pt2", "zoo-fold1.pt",
+        "zoo-fold1.pt2"]
+    listed = json.loads((weights / "models.json").read_text())["models"]
+    assert [(m["file"], m["weight"]) for m in listed] == [
+        ("run-fold0.pt", 1.0), ("run-fold1.pt", 1.0), ("zoo-fold0.pt", 0.5),
+        ("zoo-fold1.pt", 0.5)]
+    assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
+    assert out.count("image passes/s") == 4 and "drift check:" in out
+    assert (weights / "ensemble.json").is_file() and not (weights / "config.json").exists()

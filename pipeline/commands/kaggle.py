@@ -58,7 +58,7 @@ def _register_kernel(commands: argparse._SubParsersAction) -> None:
     upload.add_argument("--public", action="store_true", help="make a new dataset public")
     upload.add_argument("--wait-seconds", type=float, default=1800.0,
                         help="longest wait for Kaggle to process the upload")
-    options.add_run_dir(upload)
+    options.add_run_dir(upload, ensemble=True)
     options.add_quiet(upload)
 
     kernel = commands.add_parser("kernel", help="build the offline Kaggle kernel")
@@ -70,7 +70,29 @@ def _register_kernel(commands: argparse._SubParsersAction) -> None:
     kernel.add_argument("--out-dir", default=None,
                         help="the kernel folder to write (default kernels/<slug>)")
     options.add_settings_flags(kernel, InferenceConfig, skip=("tta", "decode", "device", "quiet"))
-    options.add_run_dir(kernel)
+    options.add_run_dir(kernel, ensemble=True)
+
+    plan = commands.add_parser(
+        "plan-kernel", help="the kernel's run time and OOF score for each choice of members "
+        "x TTA, and which fit the time limit",
+        description="Rates are measured here (CPU, or --device cuda); --gpu-bench adds the "
+        "GPU estimates of a `make bench-gpu` JSON. Writes RUN_DIR/reports/kernel-plan.json.")
+    options.add_data_dir(plan)
+    options.add_run_dir(plan, ensemble=True)
+    plan.add_argument("--n-images", type=int, default=5506,
+                      help="test images the kernel predicts (default 5506, Kaggle's test set)")
+    plan.add_argument("--limit", type=float, default=3600.0,
+                      help="the kernel's time limit in seconds (default 3600)")
+    plan.add_argument("--margin", type=float, default=300.0,
+                      help="seconds kept free of the limit (default 300)")
+    plan.add_argument("--images-per-fold", type=int, default=None,
+                      help="score the choices on the first N validation images of each fold "
+                           "(default: all)")
+    plan.add_argument("--gpu-bench", default=None,
+                      help="a `make bench-gpu` JSON (gpu_bench.json): GPU estimates per "
+                           "architecture")
+    options.add_settings_flags(plan, InferenceConfig, skip=("tta",))
+    plan.set_defaults(handler=plan_kernel_command)
 
     push = commands.add_parser("push-kernel", help="push a built kernel (internet off)")
     push.add_argument("--kernel-dir", required=True, help="holds kernel-metadata.json + script")
@@ -132,8 +154,10 @@ def upload_weights_command(args: argparse.Namespace) -> int:
     """Stage and upload the weights dataset."""
     from pipeline.kaggle import weights
 
+    from pipeline.inference import ensembles
+
     checkpoints = [Path(p) for p in args.checkpoints] if args.checkpoints else None
-    done = weights.upload_weights(config.resolve_run_dir(args.run_dir), checkpoints,
+    done = weights.upload_weights(ensembles.resolve(args.run_dir), checkpoints,
                                   args.dataset, args.title, args.message, args.public,
                                   args.quiet, args.wait_seconds)
     print(f"{done.verb} {done.dataset} with {', '.join(done.files)}: {done.url}")
@@ -174,4 +198,28 @@ def kernel_status_command(args: argparse.Namespace) -> int:
 
     found = kernels.kernel_status(args.kernel)
     print(f"{found.ref}: {found.status}" + (f": {found.failure}" if found.failure else ""))
+    return 0
+
+
+def plan_kernel_command(args: argparse.Namespace) -> int:
+    """Print the plan of every members x TTA choice."""
+    import json
+
+    from pipeline.inference import plan
+
+    bench = None
+    if args.gpu_bench:
+        try:
+            bench = json.loads(Path(args.gpu_bench).read_text())
+            bench["models"], bench["height"], bench["width"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"--gpu-bench {args.gpu_bench} is not a `make bench-gpu` JSON "
+                             f"({error!r}): pass the gpu_bench.json it wrote") from None
+    if args.images_per_fold is not None and args.images_per_fold < 1:
+        raise ValueError(f"--images-per-fold {args.images_per_fold}: pass 1 or more")
+    settings = options.settings_from_args(InferenceConfig, args)
+    report = plan.plan_kernel(args.run_dir, args.data_dir, settings, args.n_images, args.limit,
+                              args.margin, args.images_per_fold, bench)
+    print(plan.format_plan(report))
+    print(f"wrote {Path(report['source']) / 'reports' / 'kernel-plan.json'}")
     return 0

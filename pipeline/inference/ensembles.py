@@ -62,22 +62,28 @@ class Source:
     def all_models(self) -> list[tuple[Path, float]]:
         """``(checkpoint, weight)`` of every model that predicts the test set, member by member
         in fold order; a member's weight is shared equally by its folds."""
+        return [(path, weight) for _, path, weight in self.member_models()]
+
+    def member_models(self) -> list[tuple[Member, Path, float]]:
+        """``all_models`` with the member of each model."""
         if not self.is_ensemble:
-            return [(path, 1.0) for path in self.paths.find_checkpoints()]
+            return [(self.members[0], path, 1.0) for path in self.paths.find_checkpoints()]
         found = []
         for member in self.members:
             paths = member.run.find_checkpoints()
             if not paths:
                 raise FileNotFoundError(f"ensemble member {member.name}: no checkpoint "
                                         f"{member.run.checkpoints}/fold*/best.pt: train it")
-            found += [(path, member.weight / len(paths)) for path in paths]
+            found += [(member, path, member.weight / len(paths)) for path in paths]
         return found
 
-    def describe(self) -> str:
-        """'run X' or 'ensemble X of a (w 2), b (w 1)', for logs."""
+    def describe(self, names_only: bool = False) -> str:
+        """'run X' or 'ensemble X of a (weight 2), b (weight 1)' (``names_only``: the folders'
+        names rather than their paths, for what leaves the machine)."""
+        root = self.root.name if names_only else self.root
         if not self.is_ensemble:
-            return f"run {self.root}"
-        return f"ensemble {self.root} of " + ", ".join(
+            return f"run {root}"
+        return f"ensemble {root} of " + ", ".join(
             f"{m.name} (weight {m.weight:g})" for m in self.members)
 
 

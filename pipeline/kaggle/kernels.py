@@ -56,11 +56,18 @@ def build(kernel: str, weights_dataset: str, title: str | None = None,
           out_dir: Path | None = None, settings: InferenceConfig = InferenceConfig(),
           run: config.RunPaths | None = None) -> Built:
     """Write the kernel folder (default ``kernels/<slug>``): script and kernel-metadata.json."""
+    from pipeline.inference import ensembles
+
     api.check_ref(kernel, "--kernel", "kernel")
     folder = Path(out_dir or Path("kernels") / kernel.split("/")[1])
-    script = pack.build(folder, kernel, title, weights_dataset, config.code_version(), settings)
-    log.info("packed %s for %s with the weights of %s", script.name, kernel, weights_dataset)
     run = run or config.resolve_run_dir()
+    source = ensembles.resolve(run.root)
+    description = source.describe(names_only=True) if source.is_ensemble or \
+        run.config_json.is_file() else None
+    script = pack.build(folder, kernel, title, weights_dataset, config.code_version(), settings,
+                        description)
+    log.info("packed %s for %s (%s) with the weights of %s", script.name, kernel,
+             description or "no run", weights_dataset)
     recorded = None
     if run.postprocess_json.is_file():
         from pipeline.inference.postprocess import PostProcess

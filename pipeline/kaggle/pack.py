@@ -94,13 +94,15 @@ def package_zip(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, int]:
 
 
 def kernel_script(version: str, package_dir: Path = PACKAGE_DIR,
-                  settings: InferenceConfig = InferenceConfig()) -> str:
+                  settings: InferenceConfig = InferenceConfig(),
+                  description: str | None = None) -> str:
     """The text of the kernel script for the package in ``package_dir``, with the inference
-    settings it runs (but TTA and decode, which come with the weights' postprocess.json)."""
+    settings it runs (but TTA and decode, which come with the weights' postprocess.json) and
+    the ``description`` of the run or ensemble it is built for, which it prints."""
     data, n_files = package_zip(package_dir)
     payload = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 100))
     chosen = {k: v for k, v in settings.as_dict().items() if k in KERNEL_SETTINGS}
-    settings = repr({"inference": chosen})
+    settings = repr({"inference": chosen, "description": description})
     return BOOTSTRAP.format(n_files=n_files, version=version, payload=payload,
                             settings=settings)
 
@@ -134,11 +136,13 @@ def kernel_metadata(kernel_id: str, title: str | None, weights_dataset: str) -> 
 
 
 def build(out_dir: Path, kernel_id: str, title: str | None, weights_dataset: str,
-          version: str, settings: InferenceConfig = InferenceConfig()) -> Path:
+          version: str, settings: InferenceConfig = InferenceConfig(),
+          description: str | None = None) -> Path:
     """Write ``out_dir/<script>`` and ``out_dir/kernel-metadata.json``; returns the script path."""
     metadata = kernel_metadata(kernel_id, title, weights_dataset)
     script = Path(out_dir) / SCRIPT_NAME
-    fileio.write_text(script, kernel_script(version, settings=settings))
+    fileio.write_text(script, kernel_script(version, settings=settings,
+                                            description=description))
     fileio.write_text(Path(out_dir) / "kernel-metadata.json",
                       json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return script

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from pipeline import fileio
 from pipeline.config import RunPaths, code_version
 from pipeline.kaggle import api
+from pipeline.kaggle.kernel import DRIFT_FILE, MODELS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +54,22 @@ def _write_if_changed(path: Path, data: bytes) -> None:
         fileio.write_bytes(path, data)
 
 
-def _stage_checkpoints(checkpoints: list[Path], folder: Path) -> dict[str, Path]:
-    """Weights-only ``fold<k>.pt`` (and ``fold<k>.pt2`` for a zoo model) -> their source."""
+def _stage_checkpoints(entries: list[tuple[Path, float, str]],
+                       folder: Path) -> tuple[dict[str, Path], list[dict]]:
+    """Weights-only ``<prefix>fold<k>.pt`` (and ``.pt2`` beside a zoo model's) of ``(checkpoint,
+    weight, prefix)`` entries -> (staged name -> source, the ``models.json`` entries in order)."""
     import torch
 
     from pipeline import checkpoint
     from pipeline.models import registry
 
     sources: dict[str, Path] = {}
-    for path in map(Path, checkpoints):
+    models = []
+    for path, weight, prefix in entries:
+        path = Path(path)
         state = checkpoint.load(path)
-        if "model" not in state or "model_info" not in state:
-            raise ValueError(f"{path} is not a checkpoint of this pipeline (no model_info)")
-        name = f"fold{state['fold']}.pt" if "fold" in state else f"{path.parent.name}.pt"
+        fold = f"fold{state['fold']}" if "fold" in state else path.parent.name
+        name = f"{prefix}{fold}.pt"
         if name in sources:
             raise ValueError(f"{path} and {sources[name]} would both be {name}: pass one "
                              "checkpoint per fold")
@@ -76,32 +81,75 @@ def _stage_checkpoints(checkpoints: list[Path], folder: Path) -> dict[str, Path]
             exported = folder / f"{Path(name).stem}.pt2"
             registry.export(registry.rebuild(state, path), exported)
             sources[exported.name] = path
-    return sources
+        models.append({"file": name, "weight": weight})
+    return sources, models
 
 
-def stage_weights(run: RunPaths, checkpoints: list[Path], dataset: str, title: str,
+def staged_entries(source, checkpoints: list[Path] | None) -> list[tuple[Path, float, str]]:
+    """``(checkpoint, weight, name prefix)`` of what a run or ensemble stages: the given
+    checkpoints (weight 1), a run's folds, or every member's folds named ``<member>-fold<k>``
+    with the member's weight shared by its folds (the order ``predict`` averages them in)."""
+    if checkpoints is not None:
+        return [(Path(p), 1.0, "") for p in checkpoints]
+    return [(path, weight, f"{re.sub(r'[^A-Za-z0-9._-]', '_', member.name)}-"
+             if source.is_ensemble else "") for member, path, weight in source.member_models()]
+
+
+def as_source(run):
+    """A run's ``RunPaths`` (or an ``ensembles.Source``) as the ``Source`` it names."""
+    from pipeline.inference import ensembles
+
+    return ensembles.resolve(run.root) if isinstance(run, RunPaths) else run
+
+
+def stage_weights(source, checkpoints: list[Path] | None, dataset: str, title: str,
                   folder: Path) -> list[str]:
-    """Write weights-only checkpoints, postprocess.json, config.json and dataset metadata;
-    beside each checkpoint of a model that needs smp/timm, its ``torch.export`` program
-    (``fold<k>.pt2``), which the offline kernel runs with torch alone."""
-    for needed, fix in ((run.config_json, "train first (`make train`)"),
+    """Write weights-only checkpoints, ``models.json`` (their files and weights, in order),
+    postprocess.json, config.json (an ensemble: ensemble.json) and dataset metadata; beside
+    each checkpoint of a model that needs smp/timm, its ``torch.export`` program (``.pt2``),
+    which the offline kernel runs with torch alone. ``source``: a run or ensemble
+    (``ensembles.Source``) or a run's ``RunPaths``."""
+    from pipeline.inference import ensembles
+
+    source = as_source(source)
+    run = source.paths
+    described = run.root / ensembles.ENSEMBLE_FILE if source.is_ensemble else run.config_json
+    for needed, fix in ((described, "train first (`make train`)"),
                         (run.postprocess_json, "run `make cv` first")):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} does not exist: {fix}")
-    if not checkpoints:
+    entries = staged_entries(source, checkpoints)
+    if not entries:
         raise FileNotFoundError(f"no checkpoint {run.checkpoints}/fold*/best.pt: train first "
                                 "(`make train`) or pass --checkpoints")
-    sources = _stage_checkpoints(checkpoints, folder)
-    for source in (run.postprocess_json, run.config_json):
-        _write_if_changed(folder / source.name, source.read_bytes())
+    sources, models = _stage_checkpoints(entries, folder)
+    for staged in (run.postprocess_json, described):
+        _write_if_changed(folder / staged.name, staged.read_bytes())
+    _write_if_changed(folder / MODELS_FILE, (json.dumps({"models": models}, indent=2)
+                                             + "\n").encode())
+    staged_drift = _stage_drift(run, folder)
     metadata = {"title": title, "id": dataset, "licenses": [{"name": "CC0-1.0"}]}
     _write_if_changed(folder / "dataset-metadata.json",
                       (json.dumps(metadata, indent=2) + "\n").encode())
-    keep = {*sources, run.postprocess_json.name, run.config_json.name, "dataset-metadata.json"}
+    keep = {*sources, run.postprocess_json.name, described.name, MODELS_FILE,
+            "dataset-metadata.json", *staged_drift}
     for stale in folder.iterdir():
         if stale.name not in keep:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return sorted(keep - {"dataset-metadata.json"})
+
+
+def _stage_drift(run: RunPaths, folder: Path) -> list[str]:
+    """``drift.json``, the reference of the kernel's drift check, from the cv report (older
+    reports have none: the kernel then skips the check)."""
+    report = run.reports / "cv.json"
+    reference = json.loads(report.read_text()).get("drift") if report.is_file() else None
+    if reference is None:
+        log.warning("%s has no drift reference: rerun `make cv` so the kernel can check its "
+                    "test predictions against the out-of-fold ones", report)
+        return []
+    _write_if_changed(folder / DRIFT_FILE, (json.dumps(reference, indent=2) + "\n").encode())
+    return [DRIFT_FILE]
 
 
 def status(client: Any, dataset: str) -> str | None:
@@ -182,15 +230,15 @@ def _create_or_version(client: Any, dataset: str, folder: Path, notes: str, publ
                    "owner's, or shared without edit rights)"))
 
 
-def upload_weights(run: RunPaths, checkpoints: list[Path] | None, dataset: str,
+def upload_weights(run, checkpoints: list[Path] | None, dataset: str,
                    title: str | None = None, message: str | None = None, public: bool = False,
                    quiet: bool = False, wait_seconds: float = 1800.0) -> WeightsUpload:
-    """Stage the run's weights, create the Kaggle dataset or add a version, and wait (at most
-    ``wait_seconds``) until Kaggle has processed it."""
+    """Stage the weights of a run or ensemble (``ensembles.Source`` or ``RunPaths``), create
+    the Kaggle dataset or add a version, and wait (at most ``wait_seconds``) until Kaggle has
+    processed it."""
     api.check_ref(dataset, "--dataset", "dataset")
-    if checkpoints is None:
-        checkpoints = run.find_checkpoints()
     slug = dataset.split("/")[1]
+    run = as_source(run)
     folder = run.root / "kaggle-dataset"
     names = stage_weights(run, checkpoints, dataset, title or slug.replace("-", " ").title(),
                           folder)
