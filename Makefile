@@ -39,6 +39,14 @@ SEED_EXP_DIR ?= runs/seed-experiment
 SEED_N_TRAIN ?= 300
 SEED_N_TEST ?= 60
 SEED_CONFIG ?= configs/seed.yaml
+# Ensembles: the member runs (comma-separated), their weights, the ensemble folder; pseudo-labels.
+MEMBERS ?=
+WEIGHTS ?=
+ENSEMBLE_DIR ?= runs/ensemble
+PSEUDO ?= $(RUN_DIR)/pseudo.csv
+# e.g. --limit 3600 --gpu-bench gpu_bench.json
+PLAN_ARGS ?=
+comma := ,
 # Kaggle: the weights dataset and the kernel, both owner/slug.
 KAGGLE_DATASET ?=
 KERNEL ?=
@@ -58,7 +66,8 @@ BENCH_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install test lint sample-data stats folds train cv robustness predict validate demo \
 	seed-experiment download submit upload-weights kernel push-kernel kernel-status bench \
-	bench-model bench-predict bench-kernel bench-gpu bench-demo bench-train zoo recipes clean
+	bench-model bench-predict bench-kernel bench-gpu bench-demo bench-train bench-ensemble zoo \
+	recipes plan-kernel ensemble pseudo-label clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -156,7 +165,18 @@ submit: install ## submit KERNEL's last pushed version (KERNEL_VERSION to choose
 		$(if $(SUBMIT_FILE),--file $(SUBMIT_FILE) --data-dir $(DATA_DIR),--kernel-dir $(KERNEL_DIR) \
 		$(if $(KERNEL_VERSION),--kernel-version $(KERNEL_VERSION))) $(SUBMIT_ARGS)
 
-upload-weights: install ## RUN_DIR's best.pt per fold + postprocess.json -> dataset KAGGLE_DATASET
+ensemble: install ## MEMBERS=runs/a,runs/b [WEIGHTS=2,1] -> the ensemble folder ENSEMBLE_DIR (then RUN_DIR=ENSEMBLE_DIR)
+	$(if $(MEMBERS),,$(error set MEMBERS=runs/a,runs/b))
+	$(PY) -m pipeline ensemble $(foreach m,$(subst $(comma), ,$(MEMBERS)),--run-dir $(m)) \
+		$(if $(WEIGHTS),--weights $(WEIGHTS)) --out $(ENSEMBLE_DIR)
+
+pseudo-label: install ## RUN_DIR's confident test predictions -> PSEUDO (for TRAIN_ARGS=--pseudo PSEUDO)
+	$(PY) -m pipeline pseudo-label --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --out $(PSEUDO)
+
+plan-kernel: install ## the kernel's run time and OOF score per members x TTA choice (PLAN_ARGS)
+	$(PY) -m pipeline plan-kernel --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) $(PLAN_ARGS)
+
+upload-weights: install ## RUN_DIR's (or an ensemble's) best.pt per fold + postprocess.json -> dataset KAGGLE_DATASET
 	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
 	$(PY) -m pipeline upload-weights --dataset $(KAGGLE_DATASET) --run-dir $(RUN_DIR)
 
@@ -188,6 +208,9 @@ bench-kernel: install ## packed kernel: script size and start-up before the firs
 
 bench-gpu: install ## GPU benchmark (CUDA) of FCN32 and every zoo model: train/predict images/s, MFU, peak memory, kernel minutes
 	$(PY) bench/gpu_bench.py
+
+bench-ensemble: install ## three members, their ensembles and pseudo-labels on the demo's data and CPU budget; a table
+	$(PY) bench/ensembles.py --data-dir $(DEMO_DIR)/data --out runs/bench-ensemble $(BENCH_ARGS)
 
 recipes: install ## the training techniques one by one on the demo's folds and CPU budget (RECIPES_ARGS); a table
 	$(PY) bench/recipes.py $(RECIPES_ARGS)

@@ -133,3 +133,27 @@ def test_bad_members_and_weights_are_refused_in_one_line(members, tmp_path, caps
     assert run_cli("ensemble", "--run-dir", plain, "--run-dir", gated, "--out", plain) == 1
     assert "exists and is not an ensemble folder" in capsys.readouterr().err
     assert not (RunPaths(plain).root / ensembles.ENSEMBLE_FILE).exists()
+
+
+def test_the_benchmark_table_shows_every_row_and_the_pseudo_labels(tmp_path):
+    from helpers import bench_script
+
+    bench = bench_script("ensembles")
+    row = {"name": "fpn", "oof_default": 0.9, "oof_tuned": 0.92, "all_empty": 0.86,
+           "nonempty_tuned": 0.5, "test": 0.93, "test_all_empty": 0.86}
+    results = {"rows": [row, {**row, "name": "fpn + unet", "oof_tuned": 0.94}],
+               "pseudo": {"n_kept": 7, "n_test": 100, "kept_positive": [1, 0, 2, 3],
+                          "truth": {"dice": 0.81, "presence_right": 0.9}}}
+    lines = bench.table(results).splitlines()
+    assert lines[2].startswith("| fpn | 0.9000 | 0.9200 |")
+    assert lines[3].startswith("| fpn + unet | 0.9000 | 0.9400 |")
+    assert "7 of 100 test images" in lines[-1] and "0.8100" in lines[-1]
+    # a run counts as trained only with a best.pt for every fold of its folds.csv
+    run = tmp_path / "run"
+    (run / "checkpoints" / "fold0").mkdir(parents=True)
+    (run / "folds.csv").write_text("ImageId,fold,classes\na.jpg,0,3\nb.jpg,1,\n")
+    (run / "checkpoints" / "fold0" / "best.pt").write_bytes(b"")
+    assert not bench.trained(run)
+    (run / "checkpoints" / "fold1").mkdir()
+    (run / "checkpoints" / "fold1" / "best.pt").write_bytes(b"")
+    assert bench.trained(run)

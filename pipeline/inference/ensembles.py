@@ -182,7 +182,9 @@ def create(run_dirs: list[str], weights: list[float] | None, out: str) -> Source
     previous = out_dir / ENSEMBLE_FILE
     if previous.is_file() and json.loads(previous.read_text()).get("members") \
             != description["members"]:
-        for stale in (RunPaths(out_dir).postprocess_json, RunPaths(out_dir).reports / "cv.json"):
+        reports = RunPaths(out_dir).reports
+        for stale in (RunPaths(out_dir).postprocess_json, reports / "cv.json",
+                      reports / "oof.npz"):
             if stale.is_file():
                 stale.unlink()
                 log.info("removed %s: it was tuned for other members", stale)
