@@ -71,6 +71,11 @@ def test_cv_predict_and_compare_take_an_ensemble(members, tmp_path, capsys):
     assert report["n_images"] == 12
     assert [m["name"] for m in report["members"]] == [plain.name, gated.name]
     assert len(report["models"]) == 4   # two members x two folds
+    # the drift reference the kernel checks against: the training prior counted from train.csv
+    table = pd.read_csv(data / "train.csv").dropna()
+    prior = [table.loc[table["ClassId"] == c, "ImageId"].nunique() / 12 for c in (1, 2, 3, 4)]
+    assert report["drift"]["train_prior"] == pytest.approx(prior)
+    assert report["drift"]["oof"]["n_images"] == 12
     tuned = json.loads((out / "postprocess.json").read_text())
     assert tuned["head"] == "sigmoid"   # a softmax and a sigmoid member: per-class thresholds
     capsys.readouterr()

@@ -17,7 +17,7 @@ import torch
 
 from pipeline import distributed, fileio, metrics
 from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir
-from pipeline.data import folds, images, labels, sampling
+from pipeline.data import folds, images, labels
 from pipeline.inference import drift, ensembles, postprocess, predict, pseudo, reports, steps, \
     tuning
 from pipeline.inference.config import InferenceConfig
@@ -148,7 +148,7 @@ def run_cv(run_dir: str | None, data_dir: str | None,
               "default": default.as_dict(), "tuned": tuned.as_dict(),
               "postprocess": dict(params.__dict__), "models": infos,
               "members": _members(source),
-              "drift": _drift_reference(accumulator, params, paths),
+              "drift": _drift_reference(accumulator, params),
               "grid": {"presence": list(gates), "thresholds": list(thresholds),
                        "min_areas": list(tuning.MIN_AREAS)},
               "code_version": code_version()}
@@ -163,16 +163,14 @@ def run_cv(run_dir: str | None, data_dir: str | None,
     return report
 
 
-def _drift_reference(accumulator: OOFAccumulator, params: postprocess.PostProcess,
-                     paths: DataPaths) -> dict:
+def _drift_reference(accumulator: OOFAccumulator, params: postprocess.PostProcess) -> dict:
     """What the kernel's drift check compares the test predictions with: the OOF positive
-    shares and median areas at the tuned post-processing, and the training prior."""
+    shares and median areas at the tuned post-processing, and the training prior (the share of
+    the scored images holding each class: every training image once when cv scores all folds)."""
     thresholds = np.array([np.nan if t is None else t for t in accumulator.thresholds])
-    predicted, area, _ = pseudo.oof_decisions(accumulator.counts(), thresholds,
-                                              accumulator.presence(), params)
-    table, image_ids = labels.load_train(paths)
-    present = sampling.presence_table(labels.rle_table(table, image_ids), image_ids)
-    return drift.reference(predicted, area, present)
+    predicted, area, truth = pseudo.oof_decisions(accumulator.counts(), thresholds,
+                                                  accumulator.presence(), params)
+    return drift.reference(predicted, area, truth)
 
 
 def _members(source: ensembles.Source) -> list[dict]:
