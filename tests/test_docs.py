@@ -18,7 +18,8 @@ def test_the_sections_come_in_a_newcomers_order():
     headings = re.findall(r"^## (.+)$", README, re.M)
     assert headings == ["Quick start", "Where things are", "The Kaggle path",
                         "Training with config files", "CV, post-processing and prediction",
-                        "Ensembles and pseudo-labels", "CLI reference", "How to extend", "Headline figures"]
+                        "Ensembles and pseudo-labels",
+                        "CLI reference", "How to extend", "Headline figures"]
 
 
 def test_the_cli_table_lists_exactly_the_real_commands():

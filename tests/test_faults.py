@@ -402,9 +402,12 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
     from pipeline.inference.postprocess import PostProcess
     CPU = InferenceConfig(device="cpu", quiet=True)
     run = tmp_path / "run"
+    run.mkdir()
+    rows = "".join(f"{i}.jpg,{i % 2}\n" for i in range(6))
+    (run / "folds.csv").write_text("ImageId,fold\n" + rows)
     monkeypatch.setattr(oof, "collect", lambda *a, **k: oof_of(0))
     oof.run_cv(str(run), str(tmp_path), CPU, [0])
-    files = sorted(p for p in run.rglob("*") if p.is_file())
+    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != "folds.csv")
     old = {p: p.read_bytes() for p in files}
     assert {p.name for p in files} == {"confusion_default.png", "confusion_tuned.png",
                                        "min_area.png", "oof.npz", "cv.json", "postprocess.json"}

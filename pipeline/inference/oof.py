@@ -18,8 +18,8 @@ import torch
 from pipeline import distributed, fileio, metrics
 from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir
 from pipeline.data import folds, images, labels
-from pipeline.inference import drift, ensembles, postprocess, predict, pseudo, reports, steps, \
-    tuning
+from pipeline.inference import breakdown, drift, ensembles, postprocess, predict, pseudo, \
+    reports, steps, tuning
 from pipeline.inference.config import InferenceConfig
 from pipeline.stages import stage
 
@@ -131,9 +131,9 @@ def run_cv(run_dir: str | None, data_dir: str | None,
     run = source.paths
     if fold_ids is None:
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
-    context = distributed.setup(settings.device)
+    context, loaded = distributed.setup(settings.device), {}
     accumulator, examples, infos = collect(source, paths, fold_ids, settings, min_component,
-                                           n_overlays, context)
+                                           n_overlays, context, loaded=loaded)
     counts, thresholds, head = accumulator.counts(), accumulator.thresholds, accumulator.head
     presence = accumulator.presence()
     with stage("search"):
@@ -152,15 +152,40 @@ def run_cv(run_dir: str | None, data_dir: str | None,
               "grid": {"presence": list(gates), "thresholds": list(thresholds),
                        "min_areas": list(tuning.MIN_AREAS)},
               "code_version": code_version()}
+    report.update(_analysis(accumulator, outcome, run))
     # The settings go last: a kill leaves at worst a new report beside the old settings,
     # never new settings beside an old report (pictures, then cv.json, then postprocess.json).
     with stage("plots"):
         _pictures(run, paths, default, tuned, chosen.curves(tuning.MIN_AREAS, gates), params,
                   examples)
+        if not (loaded and report["gallery"]["images"] and breakdown.draw_gallery(
+                run.reports / "gallery.png", report["gallery"]["images"], loaded,
+                paths.train_images, labels.rle_table(*labels.load_train(paths)), params,
+                settings, context.device)):
+            report["gallery"]["path"] = None
     save_oof(run.reports / "oof.npz", accumulator)
     fileio.write_json(run.reports / "cv.json", report)
     params.save(run.postprocess_json)
     return report
+
+
+def _analysis(accumulator: OOFAccumulator, outcome: tuning.Outcome, run: RunPaths) -> dict:
+    """cv.json's "breakdown", "gallery" (without the picture) and "stability" (see
+    ``breakdown``) at the tuned post-processing."""
+    chosen, counts, presence = outcome.chosen, accumulator.counts(), accumulator.presence()
+    pairs = breakdown.chosen_counts(counts, chosen.threshold_index, chosen.min_area, presence,
+                                    chosen.presence)
+    split = folds.read_folds(run.folds_csv).set_index("ImageId")["fold"]
+    fold_of = split.reindex(accumulator.image_ids).to_numpy()
+    gallery = breakdown.costliest(*pairs, accumulator.image_ids)
+    for entry in gallery:
+        entry["fold"] = int(split[entry["image_id"]])
+    return {"breakdown": breakdown.split_deficit(*pairs),
+            "gallery": {"path": "gallery.png", "images": gallery},
+            "stability": {"per_fold": breakdown.per_fold(counts, accumulator.thresholds,
+                                                         accumulator.head, presence, fold_of,
+                                                         chosen),
+                          "bootstrap": breakdown.bootstrap(*pairs)}}
 
 
 def _drift_reference(accumulator: OOFAccumulator, params: postprocess.PostProcess) -> dict:

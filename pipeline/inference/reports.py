@@ -92,6 +92,10 @@ def format_report(report: dict) -> str:
     lines.append(f"tuned thresholds {pp['threshold']}  min_area {pp['min_area']}{gate}")
     lines.append("confusion (rows: true number of defect classes, columns: predicted), tuned:")
     lines.extend("  " + " ".join(f"{v:5d}" for v in row) for row in tuned["confusion"])
+    if "breakdown" in report:
+        from pipeline.inference import breakdown
+
+        lines.append(breakdown.format_breakdown(report))
     return "\n".join(lines)
 
 
