@@ -89,6 +89,13 @@ def test_pseudo_alone_gets_the_default_share_and_old_configs_resume():
                                           "--pseudo-share None (saved) vs 0.2 (now)"]
 
 
+def test_a_run_resumes_with_or_without_tensorboard_logging():
+    on, off = TrainConfig(tensorboard=True), TrainConfig()
+    old = {k: v for k, v in off.as_dict().items() if k != "tensorboard"}
+    assert resume_conflicts(off.as_dict(), on) == resume_conflicts(on.as_dict(), off) == []
+    assert resume_conflicts(old, on) == []   # a run from before the flag
+
+
 def test_cli_refuses_a_pseudo_share_without_a_file(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli("train", "--data-dir", tmp_path / "none", "--run-dir", run,

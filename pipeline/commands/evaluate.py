@@ -1,6 +1,6 @@
 """Evaluation commands: ``cv`` (out-of-fold scores and post-processing tuning), ``robustness``
-(the same under input shifts), ``compare`` (runs side by side), ``validate`` and ``score``
-(a submission file)."""
+(the same under input shifts), ``compare`` (runs side by side), ``report`` (one HTML page of a
+run), ``validate`` and ``score`` (a submission file)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``cv``, ``robustness``, ``compare``, ``validate`` and ``score``."""
+    """Add ``cv``, ``robustness``, ``compare``, ``ensemble``, ``report``, ``validate`` and
+    ``score``."""
     cv = commands.add_parser("cv", help="out-of-fold scores and post-processing tuning")
     options.add_data_dir(cv)
     options.add_run_dir(cv, ensemble=True)
@@ -47,6 +48,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                          " (an ensemble's members are listed before it)")
     compare.set_defaults(handler=compare_command)
 
+    _add_report(commands)
+
     ensemble = commands.add_parser(
         "ensemble", help="an ensemble folder of several runs, which cv, predict, robustness, "
         "compare, upload-weights and kernel take as --run-dir",
@@ -71,6 +74,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="labels in train.csv format (test_truth.csv of synthetic data)")
     score.add_argument("--json", action="store_true", help="print the scores as JSON")
     score.set_defaults(handler=score_command)
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    """``report RUN_DIR [--out FILE]``."""
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of a run or ensemble (after cv)",
+        description="Config, training curves, default vs tuned scores, post-processing, score "
+        "breakdown, stability and robustness on one page; pictures embedded, no network.")
+    report.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a run or ensemble folder holding reports/cv.json")
+    report.add_argument("--out", default=None,
+                        help="the page to write (default: RUN_DIR/reports/report.html)")
+    report.set_defaults(handler=report_command)
 
 
 def cv_command(args: argparse.Namespace) -> int:
@@ -127,6 +143,21 @@ def compare_command(args: argparse.Namespace) -> int:
             found[f"  {member['name']} (w {member['weight']:g})"] = member
         found[Path(run_dir).name] = report
     print(reports.compare_runs(found))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Write the run's HTML page; print its path."""
+    from pipeline import fileio
+    from pipeline.inference import html_report
+
+    if args.out is not None and Path(args.out).is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a directory: give a file name, e.g. "
+                                f"{Path(args.out) / html_report.REPORT_FILE}")
+    if args.out is not None:
+        fileio.check_writable(Path(args.out), "--out")
+    path = html_report.write(args.run_dir, args.out)
+    print(f"wrote {path}")
     return 0
 
 

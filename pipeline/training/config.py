@@ -18,8 +18,8 @@ from pipeline.training.optimizers import OPTIMIZERS
 from pipeline.training.selection import SELECT
 
 # Settings that may change on --resume: they do not change what each step trains
-# (--max-steps only stops a run early: the schedule spans every epoch).
-RESUMABLE = ("quiet", "workers", "device", "max_steps")
+# (--max-steps only stops a run early: the schedule spans every epoch; --tensorboard only logs).
+RESUMABLE = ("quiet", "workers", "device", "max_steps", "tensorboard")
 # What a saved config without a field (written before the field existed) meant.
 LEGACY = {"select": "default", "ema_decay": None, "average_top_k": 1, "sampler": "uniform",
           "crop_focus": 0.0, "pos_weight": None, "pixel_weight": None, "dice_weight": None,
@@ -114,6 +114,9 @@ class TrainConfig:
     skip_bad_images: bool = setting(False, "skip unreadable images with a warning")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     quiet: bool = setting(False, "no progress bars")
+    tensorboard: bool = setting(False, "write TensorBoard event files to RUN_DIR/tb/fold<k>/: "
+                                "loss and learning rate per step, validation scores per "
+                                "epoch, a few prediction overlays")
 
     def __post_init__(self) -> None:
         check_choices(self)

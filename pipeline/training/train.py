@@ -19,7 +19,7 @@ from pipeline.models import forward
 from pipeline.models.losses import build_loss
 from pipeline.models.registry import build_model, model_info
 from pipeline.stages import stage
-from pipeline.training import averaging, lock, selection
+from pipeline.training import averaging, lock, selection, tensorboard
 from pipeline.training.loaders import fold_datasets, make_loader
 from pipeline.training.config import TrainConfig, resume_conflicts
 from pipeline.training.optimizers import build_optimizer
@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
                     context: distributed.Context, epoch: int, step_budget: int | None,
-                    ema=None) -> dict:
+                    ema=None, on_step=None) -> dict:
     """One pass over the loader; returns mean loss, images/s and skipped images. ``ema`` (an
-    ``averaging.ema_model``) is updated after every optimizer step."""
+    ``averaging.ema_model``) is updated after every optimizer step; ``on_step(loss, lr, k)``
+    gets the batch loss and learning rate of the epoch's k-th step (k from 1) after it."""
     model.train()
     total_loss, n_images, n_skipped, steps, start = 0.0, 0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch",
@@ -58,12 +59,15 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, cfg: T
         with stage("backward"):
             scaler.scale(loss).backward()
         with stage("optimizer"):
+            lr = optimizer.param_groups[0]["lr"]   # this step's; the scheduler moves it next
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(getattr(model, "module", model))
         steps += 1
+        if on_step is not None:
+            on_step(loss.item(), lr, steps)
         total_loss += loss.item() * len(images)
         n_images += len(images)
         bar.set_postfix(loss=f"{loss.item():.4f}",
@@ -158,6 +162,7 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
     net = DistributedDataParallel(model) if context.distributed else model
     validated = net if ema is None else ema.module    # the model that is scored and saved
     steps_done = sum(row["steps"] for row in rows)
+    board = tensorboard.for_fold(cfg, run, fold, steps_done, context, val_set)
     for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"fold {fold}", unit="epoch",
                       disable=cfg.quiet or not context.is_main or None):
         if cfg.max_steps and steps_done >= cfg.max_steps:
@@ -167,7 +172,7 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, make_loader(train_set, cfg, context, epoch, True),
                                    loss_fn, optimizer, scheduler, scaler, cfg, context, epoch,
-                                   budget, ema))
+                                   budget, ema, board.on_step(steps_done)))
         steps_done += row["steps"]
         last = epoch == cfg.epochs - 1 or bool(cfg.max_steps and steps_done >= cfg.max_steps)
         if last or (epoch + 1) % cfg.val_every == 0:
@@ -176,6 +181,7 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
         rows.append(row)
         best = selection.best_row(rows, cfg.select)
         if context.is_main:
+            board.epoch(row, steps_done, validated)   # flushed before the epoch's commit
             with stage("checkpoint"):
                 _commit(cfg, fold, run, rows, best,
                         _state(model, optimizer, scheduler, scaler, cfg, fold, row, ema))
@@ -183,6 +189,7 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
         distributed.barrier(context)
+    board.close()
     best = selection.best_row(rows, cfg.select)
     if cfg.average_top_k > 1 and best is not None:
         return _average_top(cfg, fold, run, rows, validated, val_set, loss_fn, context)
