@@ -33,7 +33,7 @@ import numpy as np
 from pipeline import cli, distributed, fileio
 from pipeline.config import DataPaths, RunPaths
 from pipeline.data import world
-from pipeline.inference import oof, tuning
+from pipeline.inference import ensembles, oof, tuning
 from pipeline.inference.config import InferenceConfig
 
 DEMO = ["--config", "configs/demo.yaml"]
@@ -84,7 +84,7 @@ def starter_postprocessing(run_dir: Path, data: Path, workers: int) -> float:
     threshold 0.5 and min_size (min_area) 3500, no gate."""
     settings = InferenceConfig(workers=workers, quiet=True)
     context = distributed.setup(settings.device)
-    accumulator, _, _ = oof.collect(RunPaths(run_dir), DataPaths(data), [0, 1], settings,
+    accumulator, _, _ = oof.collect(ensembles.resolve(run_dir), DataPaths(data), [0, 1], settings,
                                     (0, 0, 0, 0), 0, context, thresholds=(0.5,), lines=False)
     return tuning.scores_at(accumulator.counts(), (0,) * 4, (3500,) * 4).score
 
