@@ -11,11 +11,11 @@ import argparse
 import logging
 
 from pipeline import console
-from pipeline.commands import data, evaluate, kaggle, predict, train
+from pipeline.commands import data, evaluate, export, kaggle, predict, train
 
 log = logging.getLogger(__name__)
 
-FAMILIES = (data, train, evaluate, predict, kaggle)
+FAMILIES = (data, train, evaluate, predict, export, kaggle)
 
 
 def build_parser(defaults: dict[str, dict] | None = None) -> argparse.ArgumentParser:
