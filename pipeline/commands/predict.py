@@ -1,5 +1,6 @@
 """``predict``: every fold's best model (or given checkpoints) -> a validated submission.csv, at
-the run's tuned post-processing and the inference settings it was tuned with."""
+the run's tuned post-processing and the inference settings it was tuned with; ``pseudo-label``;
+``segment``: the same models and post-processing on any folder of images (label PNGs)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,34 @@ def register(commands: argparse._SubParsersAction) -> None:
                                unset={"tta": "the one cv tuned with, else none",
                                       "decode": "the one cv tuned with, else scaled"})
     pseudo.set_defaults(handler=pseudo_label_command)
+    _register_segment(commands)
+
+
+def _register_segment(commands: argparse._SubParsersAction) -> None:
+    """Add ``segment``."""
+    segment = commands.add_parser(
+        "segment", help="a run or ensemble -> label PNGs of any folder of images",
+        description="Segment every JPEG/PNG under --input (no ground truth needed) with the "
+        "run's or ensemble's models and tuned post-processing; writes OUT/<relative path>.png "
+        "label masks (0 background, 1-4 the classes), OUT/segments.csv (per image and class) "
+        "and OUT/segments.json (counts, skipped files, settings).")
+    options.add_run_dir(segment, ensemble=True)
+    segment.add_argument("--input", required=True, help="folder of .jpg/.jpeg/.png images")
+    segment.add_argument("--out", required=True,
+                         help="output folder (not inside --input); mirrors its subfolders")
+    segment.add_argument("--glob", default="*",
+                         help="only file names matching this pattern, e.g. '*.jpg' (default *)")
+    segment.add_argument("--no-recursive", action="store_true",
+                         help="only the images directly in --input, not its subfolders")
+    segment.add_argument("--overlays", action="store_true",
+                         help="also write <name>_overlay.png: the image with the classes in "
+                              "colour (1 yellow, 2 cyan, 3 red, 4 green)")
+    segment.add_argument("--log-every", type=_positive, default=100,
+                         help="log a progress line every N images (default 100)")
+    options.add_settings_flags(segment, InferenceConfig,
+                               unset={"tta": "the one cv tuned with, else none",
+                                      "decode": "the one cv tuned with, else scaled"})
+    segment.set_defaults(handler=segment_command)
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -131,4 +160,55 @@ def pseudo_label_command(args: argparse.Namespace) -> int:
               f"every class's presence right on {truth['presence_right']:.1%} of the kept images")
     print(f"wrote {out} ({report['n_kept']} of {report['n_test']} test images) and "
           f"{out.with_suffix('.json')}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return value
+
+
+def segment_command(args: argparse.Namespace) -> int:
+    """Segment the images of ``--input`` into ``--out``; print what was written."""
+    from pipeline.inference import ensembles, predict, segment
+    from pipeline.inference.config import with_recorded
+
+    input_dir, out_dir = Path(args.input), Path(args.out)
+    segment.check_folders(input_dir, out_dir)   # before any model is loaded
+    listing = segment.find_images(input_dir, args.glob, not args.no_recursive, args.overlays)
+    if not listing.images:
+        where = "" if args.no_recursive else " (subfolders included)"
+        raise FileNotFoundError(f"--input {input_dir} holds no .jpg/.jpeg/.png file matching "
+                                f"--glob {args.glob!r}{where}: check the folder and the pattern")
+    chosen = ensembles.resolve(args.run_dir)
+    models = chosen.all_models()
+    if not models:
+        raise FileNotFoundError(f"--run-dir {chosen.root} has no checkpoint "
+                                f"({chosen.paths.checkpoints}/fold*/best.pt): train it first")
+    from pipeline.inference.postprocess import PostProcess
+
+    source = chosen.paths.postprocess_json
+    params = PostProcess.load(source) if source.is_file() else None
+    requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+    settings = with_recorded(requested, params.inference if params else {}, str(source))
+    context = distributed.setup(settings.device)
+    if context.distributed:
+        raise ValueError("segment runs in one process: start it with python, not torchrun")
+    ensemble = predict.load_models([p for p, _ in models], context.device, settings,
+                                   [w for _, w in models])
+    about = {"run": chosen.describe(), "checkpoints": [str(p) for p, _ in models],
+             "postprocess_file": str(source) if params else None}
+    summary = segment.segment_folder(ensemble, params or _default(source, ensemble.head),
+                                     input_dir, out_dir, listing, context.device, settings,
+                                     args.overlays, args.log_every, about)
+    if not summary["n_segmented"]:
+        raise ValueError(f"none of the {summary['n_images']} image(s) under {input_dir} could "
+                         f"be segmented: the reasons are in {out_dir / segment.SUMMARY}")
+    print(f"segmented {summary['n_segmented']} of {summary['n_images']} image(s) into "
+          f"{out_dir} ({len(ensemble)} model(s), {settings.describe()}): "
+          f"{summary['n_skipped']} skipped (listed in {out_dir / segment.SUMMARY}), "
+          f"{summary['n_ignored']} other file(s) ignored; images with class 1-4: "
+          f"{', '.join(map(str, summary['images_with_class']))}")
     return 0

@@ -125,9 +125,11 @@ def load_models(paths: list[Path], device: torch.device,
                     tuple(weights))
 
 
-def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
-    """``images`` resized to the model's input scale (area when shrinking), if not there yet."""
-    size = (round(HEIGHT * info.input_scale), round(WIDTH * info.input_scale))
+def model_input(images: torch.Tensor, info: ModelInfo,
+                size: tuple[int, int] = (HEIGHT, WIDTH)) -> torch.Tensor:
+    """``images`` of an image of ``size`` resized to the model's input scale (area when
+    shrinking), if not there yet."""
+    size = (max(1, round(size[0] * info.input_scale)), max(1, round(size[1] * info.input_scale)))
     if tuple(images.shape[-2:]) == size:
         return images
     shrink = size[0] < images.shape[-2]
@@ -137,14 +139,15 @@ def model_input(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
 
 @torch.inference_mode()
 def pass_probabilities(runner, info: ModelInfo, inputs: torch.Tensor, dims: tuple[int, ...],
-                       amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One model pass (``dims``: the flip, () for none) -> ``(N, 4, 256, 1600)`` per-class
+                       amp: str = "auto", size: tuple[int, int] = (HEIGHT, WIDTH),
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One model pass (``dims``: the flip, () for none) -> ``(N, 4, *size)`` per-class
     probabilities and ``(N, 4)`` presence probabilities (None without a gate), flipped back."""
     flipped = inputs.flip(dims) if dims else inputs
     with forward.autocast(amp, inputs.device), stage("forward"):
         logits, presence = forward.forward_padded(runner, flipped, info.stride)
     with stage("upsample"):
-        logits = forward.upsample(logits, (HEIGHT, WIDTH))
+        logits = forward.upsample(logits, size)
     with stage("probabilities"):
         probs = forward.probabilities(logits, info.head)
         probs = probs.flip(dims) if dims else probs
@@ -153,12 +156,14 @@ def pass_probabilities(runner, info: ModelInfo, inputs: torch.Tensor, dims: tupl
 
 @torch.inference_mode()
 def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = "none",
-                           amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(N, 4, 256, 1600)`` class probabilities and, for gated models, ``(N, 4)`` presence
+                           amp: str = "auto", size: tuple[int, int] = (HEIGHT, WIDTH),
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(N, 4, *size)`` class probabilities and, for gated models, ``(N, 4)`` presence
     probabilities, each the weighted average over models and flips (presence: over the gated
     models only).
 
-    ``images``: ``(N, 3, h, w)`` float in [0, 1] at ``ensemble.input_scale``.
+    ``images``: ``(N, 3, h, w)`` float in [0, 1], images of ``size`` (default 256x1600) at
+    ``ensemble.input_scale``; each model gets them at its own scale of ``size``.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"unknown --tta {tta!r}; valid: {sorted(TTA_MODES)}")
@@ -167,9 +172,9 @@ def ensemble_probabilities(ensemble: Ensemble, images: torch.Tensor, tta: str = 
                                                       ensemble.weights)):
         start = time.perf_counter()
         with stage("resize"):
-            inputs = model_input(images, info)
+            inputs = model_input(images, info, size)
         for dims in TTA_MODES[tta]:
-            probs, presence = pass_probabilities(model, info, inputs, dims, amp)
+            probs, presence = pass_probabilities(model, info, inputs, dims, amp, size)
             with stage("probabilities"):
                 probs = probs if weight == 1.0 else probs.mul_(weight)
                 total = probs if total is None else total.add_(probs)
