@@ -162,8 +162,8 @@ download: install ## download + check the competition data into DATA_DIR (once; 
 submit: install ## submit KERNEL's last pushed version (KERNEL_VERSION to choose) and wait for the score
 	$(if $(or $(KERNEL),$(SUBMIT_FILE)),,$(error set KERNEL=owner/slug))
 	$(PY) -m pipeline submit --run-dir $(RUN_DIR) --wait \
-		$(if $(SUBMIT_FILE),--file $(SUBMIT_FILE) --data-dir $(DATA_DIR),--kernel-dir $(KERNEL_DIR) \
-		$(if $(KERNEL_VERSION),--kernel-version $(KERNEL_VERSION))) $(SUBMIT_ARGS)
+		$(if $(SUBMIT_FILE),--file $(SUBMIT_FILE) --data-dir $(DATA_DIR),$(if $(KERNEL_VERSION),\
+		--kernel $(KERNEL) --kernel-version $(KERNEL_VERSION),--kernel-dir $(KERNEL_DIR))) $(SUBMIT_ARGS)
 
 ensemble: install ## MEMBERS=runs/a,runs/b [WEIGHTS=2,1] -> the ensemble folder ENSEMBLE_DIR (then RUN_DIR=ENSEMBLE_DIR)
 	$(if $(MEMBERS),,$(error set MEMBERS=runs/a,runs/b))

@@ -31,4 +31,18 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
                  else f"a {type(state).__name__}")
         raise ValueError(f"{path} holds {found}, not a checkpoint of this pipeline (a dict with "
                          "'model' weights and 'model_info'): pass a best.pt or last.pt of a run")
+    bad = non_finite(state["model"])
+    if bad:
+        raise ValueError(f"checkpoint {path}: weight {bad} holds NaN or infinite values (the "
+                         "training diverged): retrain with a lower --lr")
     return state
+
+
+def non_finite(weights: dict) -> str | None:
+    """The name of the first floating-point tensor of ``weights`` with a NaN or infinite
+    value, or None when every one is finite."""
+    for name, tensor in weights.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() \
+                and not bool(torch.isfinite(tensor).all()):
+            return str(name)
+    return None

@@ -437,3 +437,49 @@ def test_cv_never_leaves_new_settings_beside_an_old_report(tmp_path, monkeypatch
     report = oof.run_cv(str(run), str(tmp_path), CPU, [0])
     assert PostProcess.load(settings) == PostProcess(**report["postprocess"])
     assert settings.read_bytes() != old[settings]        # the seeds tune differently
+
+
+def test_score_refuses_a_truth_file_of_other_images(tiny_run, tmp_path, capsys):
+    """train.csv passed as the truth of a test submission: none of its images are the
+    submission's, so every pair would score as defect-free; refused in one line."""
+    from helpers import run_cli
+
+    data, run = tiny_run
+    out = tmp_path / "s.csv"
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", out,
+                   "--workers", 0, "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("score", out, "--sample", data / "sample_submission.csv", "--truth",
+                   data / "train.csv") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels none of the" in err
+    assert run_cli("score", out, "--sample", data / "sample_submission.csv", "--truth",
+                   data / "test_truth.csv") == 0
+
+
+def test_a_diverged_run_saves_no_checkpoint_and_predict_refuses_nan_weights(tiny_run, tmp_path,
+                                                                            capsys):
+    """--lr 1e10: training stops at the first epoch whose weights or validation loss are not
+    finite, before anything of it is saved; a checkpoint holding NaN weights is refused."""
+    import shutil
+
+    import torch
+    from helpers import TINY_TRAIN, run_cli
+    from pipeline import checkpoint
+    from pipeline.inference import predict
+
+    data, run = tiny_run
+    diverged = tmp_path / "diverged"
+    diverged.mkdir()
+    shutil.copy(run / "folds.csv", diverged / "folds.csv")
+    assert run_cli("train", "--data-dir", data, "--run-dir", diverged, "--fold", 0, "--epochs",
+                   2, *TINY_TRAIN, "--lr", "1e10") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "training diverged" in err[-1] and "nothing was saved" in err[-1]
+    assert not list((diverged / "checkpoints").rglob("*.pt"))
+    state = checkpoint.load(run / "checkpoints" / "fold0" / "best.pt")
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=f"nan.pt: weight {name} holds NaN"):
+        predict.load_models([tmp_path / "nan.pt"], torch.device("cpu"))

@@ -74,6 +74,24 @@ def test_make_builds_and_pushes_one_kernel_dir():
     assert "--kernel-dir elsewhere/my-kernel" in planned["push-kernel"]
 
 
+def test_make_submit_names_the_kernel_and_version_given_without_a_push_record():
+    """``make submit KERNEL=me/slug KERNEL_VERSION=3`` passes both (no local push record
+    needed); without a version it submits the kernel folder's recorded push."""
+    root = Path(__file__).resolve().parent.parent
+
+    def planned(*variables):
+        return subprocess.run(["make", "-n", "-o", ".venv/.installed", "submit", "VENV=.venv",
+                               *variables], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    given = planned("KERNEL=me/severstal-unet", "KERNEL_VERSION=3")
+    assert given[given.index("--kernel") + 1] == "me/severstal-unet"
+    assert given[given.index("--kernel-version") + 1] == "3" and "--kernel-dir" not in given
+    recorded = planned("KERNEL=me/severstal-unet")
+    assert recorded[recorded.index("--kernel-dir") + 1] == "kernels/severstal-unet"
+    assert "--kernel" not in recorded
+
+
 BLOCKER = """
 import importlib.abc, sys
 

@@ -189,7 +189,12 @@ def score_command(args: argparse.Namespace) -> int:
 
     sample = submission.read_sample(Path(args.sample))
     table = submission.validate(Path(args.submission), sample)
-    scores = submission.score(submission.to_predictions(table, sample),
-                              labels.read_labels(Path(args.truth)))
+    truth = labels.read_labels(Path(args.truth))
+    if len(truth) and not set(truth["ImageId"]) & set(sample.image_ids):
+        raise ValueError(f"--truth {args.truth} labels none of the {len(sample.image_ids)} "
+                         f"images of {args.sample} (e.g. it has {truth['ImageId'].iloc[0]}, the "
+                         f"submission {sample.image_ids[0]}): pass the labels of these images "
+                         "(test_truth.csv of a synthetic set)")
+    scores = submission.score(submission.to_predictions(table, sample), truth)
     print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.table())
     return 0

@@ -127,6 +127,11 @@ class TrainConfig:
         if self.gate and not self.cls_weight > 0:
             raise ValueError(f"--gate needs --cls-weight > 0 (got {self.cls_weight}): the "
                              "presence head learns only from that term")
+        for name in ("max_steps", "limit_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{flag(name)} must be at least 1 (or left out for no limit), "
+                                 f"got {value}")
         for name in ("workers", "warmup_epochs", "weight_decay", "seed", "cls_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import time
 
 import torch
@@ -199,7 +200,15 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
 def _commit(cfg: TrainConfig, fold: int, run: RunPaths, rows: list[dict], best: dict | None,
             state: dict) -> None:
     """The epoch's commit point (``last.pt``, logs); with ``--average-top-k`` its weights are
-    kept before it and the epochs it displaced from the top k are removed only after it."""
+    kept before it and the epochs it displaced from the top k are removed only after it.
+    Diverged weights or a NaN validation loss stop training here: nothing of the epoch is
+    saved, so no such checkpoint ever becomes ``best.pt`` or ``last.pt``."""
+    bad = checkpoint.non_finite(state["model"])
+    if bad or not math.isfinite(rows[-1].get("val_loss", 0.0)):
+        what = f"weight {bad} holds NaN or infinite values" if bad else "the validation loss " \
+            f"is {rows[-1]['val_loss']}"
+        raise FloatingPointError(f"fold {fold} epoch {rows[-1]['epoch']}: {what} (training "
+                                 "diverged): nothing was saved for this epoch; lower --lr")
     if cfg.average_top_k == 1:
         resume_files.commit(run, fold, state, rows, best and best["epoch"])
         return
