@@ -119,6 +119,12 @@ def settings_from_args(cls: type, args: argparse.Namespace, **fixed) -> typing.A
     return cls(**{**values, **fixed})
 
 
+def requested(cls: type, args: argparse.Namespace) -> dict:
+    """The flags of ``cls``'s fields as given: None where one was not given (for settings that
+    default to a run's recorded value, see ``inference.config.with_recorded``)."""
+    return {item.name: getattr(args, item.name) for item in dataclasses.fields(cls)}
+
+
 def fold_ids(value: str, run: config.RunPaths) -> list[int]:
     """``--fold all`` (every fold in folds.csv) or a comma-separated list of fold numbers."""
     from pipeline.data import folds

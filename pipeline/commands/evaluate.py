@@ -114,7 +114,7 @@ def robustness_command(args: argparse.Namespace) -> int:
     names = shifts.parse(args.shifts)
     fold_ids = None if args.fold == "all" else options.fold_ids(args.fold, run)
     report = robustness.run_robustness(args.run_dir, args.data_dir, names, fold_ids,
-                                       requested=_requested(args),
+                                       requested=options.requested(InferenceConfig, args),
                                        images_per_fold=args.images_per_fold)
     print(robustness.format_table(report))
     if report["below_baseline"]:
@@ -122,11 +122,6 @@ def robustness_command(args: argparse.Namespace) -> int:
                     ", ".join(report["below_baseline"]))
     print(f"wrote {run.reports / 'robustness.json'} and {run.reports / 'robustness.png'}")
     return 0
-
-
-def _requested(args: argparse.Namespace) -> dict:
-    """The inference flags as given: None where the run's recorded value applies."""
-    return {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -103,7 +103,7 @@ def predict_command(args: argparse.Namespace) -> int:
     models = ([(Path(p), 1.0) for p in args.checkpoints] if args.checkpoints
               else chosen.all_models())
     params, source = _postprocess(args, run)
-    requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+    requested = options.requested(InferenceConfig, args)
     settings = with_recorded(requested, params.inference if params else {}, str(source))
     context = distributed.setup(settings.device)
     ensemble = predict.load_models([p for p, _ in models], context.device, settings,
@@ -149,7 +149,7 @@ def pseudo_label_command(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     fileio.check_writable(out, "--out")
-    requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+    requested = options.requested(InferenceConfig, args)
     report = pseudo_label.label_test_images(args.run_dir, args.data_dir, out, args.precision,
                                             requested)
     print(report["table"])
@@ -191,7 +191,7 @@ def segment_command(args: argparse.Namespace) -> int:
 
     source = chosen.paths.postprocess_json
     params = PostProcess.load(source) if source.is_file() else None
-    requested = {name: getattr(args, name) for name in InferenceConfig.__dataclass_fields__}
+    requested = options.requested(InferenceConfig, args)
     settings = with_recorded(requested, params.inference if params else {}, str(source))
     context = distributed.setup(settings.device)
     if context.distributed:

@@ -79,8 +79,7 @@ def measure(source: ensembles.Source, images: torch.Tensor, settings: InferenceC
                 torch.cuda.synchronize(device)
             if i:
                 seconds.append(time.perf_counter() - start)
-        n = len(member.run.find_checkpoints()) if source.is_ensemble else \
-            len(source.paths.find_checkpoints())
+        n = len(member.run.find_checkpoints())   # a run is its own only member
         rates.append(Rate(member.name, n, len(images) / statistics.median(seconds),
                           (len(images) / max(seconds), len(images) / min(seconds)), load_s))
     return rates
