@@ -2,7 +2,7 @@
 
 Each command's parser and handler live together in ``pipeline.commands`` (one module per
 family); here the parser is built from them and one handler is run. Errors print one line and
-return 1.
+return 1; Ctrl-C prints one line and returns 130.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and run one subcommand; errors print one line and return 1/2."""
+    """Parse the arguments and run one subcommand; errors print one line and return 1/2, and
+    Ctrl-C prints one line and returns 130 (128 + SIGINT, as a shell reports it)."""
     console.setup()
     try:
         args = parse(argv)
@@ -49,3 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError, RuntimeError) as error:
         log.error("%s", error)
         return 1
+    except KeyboardInterrupt:   # locks are released and finished files kept on the way out
+        log.error("interrupted")
+        return 130

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,31 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if error.filename is not None or str(path) in str(error):
+            raise
+        # A failed write (a full disk) names no file: name the one being written.
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror or error} "
+                      f"({free_space(path)} free)") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def free_space(path: Path) -> str:
+    """The free space of the file system holding ``path`` (or its nearest existing parent),
+    for error messages, e.g. '1.2 GB'."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 1e9:.1f} GB" if free >= 1e8 else f"{free / 1e6:.1f} MB"
 
 
 def check_writable(path: Path, flag: str) -> None:

@@ -25,6 +25,14 @@ def add_run_dir(parser: argparse.ArgumentParser, ensemble: bool = False) -> None
                         help=f"{what} (default ${config.RUN_DIR_ENV} or runs/default/)")
 
 
+def add_accept_postprocess(parser: argparse.ArgumentParser) -> None:
+    """``--accept-postprocess``: apply post-processing to models or settings it was not
+    tuned for (``postprocess.check_models``, ``inference.config.with_recorded``)."""
+    parser.add_argument("--accept-postprocess", action="store_true",
+                        help="use the post-processing even for checkpoints or inference "
+                             "settings other than those it was tuned for (default: refused)")
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     """``--quiet``: no progress bars."""
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import TINY_TRAIN, run_cli
 
 from pipeline.data import images, synthetic
 
@@ -464,7 +464,7 @@ def test_a_diverged_run_saves_no_checkpoint_and_predict_refuses_nan_weights(tiny
     import shutil
 
     import torch
-    from helpers import TINY_TRAIN, run_cli
+
     from pipeline import checkpoint
     from pipeline.inference import predict
 
@@ -483,3 +483,118 @@ def test_a_diverged_run_saves_no_checkpoint_and_predict_refuses_nan_weights(tiny
     torch.save(state, tmp_path / "nan.pt")
     with pytest.raises(ValueError, match=f"nan.pt: weight {name} holds NaN"):
         predict.load_models([tmp_path / "nan.pt"], torch.device("cpu"))
+
+
+# --- images are read as stored, under any JPEG name ---------------------------------------------
+
+def with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The same JPEG (same pixel data) with an EXIF orientation tag put before its frame."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes()
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+@pytest.mark.parametrize("reduce", [1, 2])
+def test_an_exif_orientation_never_turns_the_image(real_sample, tmp_path, orientation, reduce):
+    """Orientation 3 made OpenCV turn the image by 180 degrees (its masks no longer on it),
+    orientation 6 made a 256x1600 file fail its size check as 1600x256."""
+    source = sorted((real_sample / "train_images").iterdir())[0]
+    tagged = tmp_path / source.name
+    tagged.write_bytes(with_orientation(source.read_bytes(), orientation))
+    assert np.array_equal(images.read_image(tagged, reduce=reduce),
+                          images.read_image(source, reduce=reduce))
+
+
+def test_jpg_jpeg_and_upper_case_names_are_images_everywhere(real_sample, tmp_path):
+    """A defect-free training image named .JPG was dropped from training; a .jpeg test image
+    was reported missing while it was there."""
+    from pipeline.config import DataPaths
+    from pipeline.data import labels
+
+    sources = sorted((real_sample / "train_images").iterdir())[:3]
+    names = ["a.JPG", "b.jpeg", "c.jpg"]
+    folder = tmp_path / "train_images"
+    folder.mkdir()
+    for source, name in zip(sources, names):
+        shutil.copy(source, folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (tmp_path / "train.csv").write_text("ImageId,ClassId,EncodedPixels\nb.jpeg,1,1 10\n")
+    assert images.list_images(folder) == names
+    _, ids = labels.load_train(DataPaths(tmp_path))
+    assert ids == names      # a.JPG, defect-free, is a training image like the others
+
+
+# --- a write that fails (a full disk) names its file --------------------------------------------
+
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a too-large write fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+from pipeline.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_limited(limit: int, *args) -> tuple[int, str]:
+    """The CLI in a process that cannot write files beyond ``limit`` bytes (as on a full
+    disk, the write fails part way): exit status and the one error line."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LIMITED.format(limit=limit),
+                             *map(str, args)], capture_output=True, text=True, timeout=300)
+    return result.returncode, one_line_error(result.stderr)
+
+
+@pytest.mark.slow
+def test_a_failed_write_names_the_file_and_keeps_the_previous_one(tiny_run_copy, tmp_path):
+    """predict said `[Errno 28] No space left on device` and train `[enforce fail at
+    inline_container.cc:672] . unexpected pos`, naming no file."""
+    data, run = tiny_run_copy
+    out = tmp_path / "submission.csv"
+    out.write_text("the previous submission\n")
+    rc, line = run_limited(60, "predict", "--data-dir", data, "--run-dir", run, "--out", out,
+                           "--workers", 0, "--quiet")
+    assert rc == 1 and f"cannot write {out}: File too large" in line
+    assert out.read_text() == "the previous submission\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+    best = run / "checkpoints" / "fold0" / "best.pt"
+    kept = best.read_bytes()
+    rc, line = run_limited(1_000_000, "train", "--data-dir", data, "--run-dir", run, "--fold", 0,
+                           "--epochs", 1, "--max-steps", 1, *TINY_TRAIN)
+    assert rc == 1 and "cannot write " in line and "checkpoints/fold0/" in line
+    assert "is the disk full?" in line and best.read_bytes() == kept
+
+
+def test_predict_refuses_overflowing_weights_and_names_a_bad_image_without_train_flags(
+        tiny_run_copy, tmp_path, capsys):
+    """Finite weights whose outputs overflow gave NaN probabilities, predicted as no defect;
+    an unreadable test image's error advised --skip-bad-images, which only train has."""
+    import torch
+
+    from pipeline import checkpoint
+
+    data, run = tiny_run_copy
+    predict = ["predict", "--data-dir", data, "--run-dir", run, "--workers", 0, "--quiet",
+               "--out", tmp_path / "s.csv"]
+    victim = sorted((data / "test_images").iterdir())[0]
+    truncate(victim)
+    capsys.readouterr()
+    assert run_cli(*predict) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert f"image {victim} cannot be decoded" in line and "--skip-bad-images" not in line
+    shutil.copy(sorted((data / "train_images").iterdir())[0], victim)
+    best = run / "checkpoints" / "fold0" / "best.pt"
+    state = checkpoint.load(best)
+    for name, tensor in state["model"].items():
+        if tensor.is_floating_point() and name.endswith("weight"):
+            state["model"][name] = tensor * 1e30   # finite, but the outputs are not
+    torch.save(state, best)
+    assert run_cli(*predict) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert "non-finite probabilities" in line and str(best) in line
+    assert not (tmp_path / "s.csv").exists()

@@ -21,6 +21,7 @@ import torch
 from fake_kaggle import COMPETITION, ETAG, KEY, TOKEN, USERNAME, fake_kaggle_fixture  # noqa: F401
 
 from pipeline import checkpoint, cli, config, console
+from pipeline.inference.postprocess import PostProcess
 from pipeline.kaggle import api, download, kernels, submissions, weights
 
 SAMPLE = "ImageId,EncodedPixels,ClassId\nc.jpg,1 409600,0\nd.jpg,1 409600,0\n"
@@ -252,7 +253,7 @@ def test_upload_weights_creates_then_versions_without_optimizer_state(fake_kaggl
             "optimizer": {"state": {0: {"exp_avg": torch.ones(2, 3)}}}, "scheduler": {},
             "model_info": {"name": "fcn32_vgg11"}, "config": {"lr": 0.001}})
     (run_dir / "config.json").write_text("{}")
-    (run_dir / "postprocess.json").write_text('{"head": "softmax"}')
+    PostProcess().save(run_dir / "postprocess.json")
     for _ in range(2):
         run("upload-weights", "--dataset", "tester/severstal-weights", "--run-dir",
             str(run_dir), "--quiet")
@@ -264,8 +265,10 @@ def test_upload_weights_creates_then_versions_without_optimizer_state(fake_kaggl
     uploaded = {fake_kaggle.blob_names[t]: fake_kaggle.uploads[t] for t in tokens}
     assert sorted(uploaded) == ["config.json", "fold0.pt", "fold1.pt", "models.json",
                                 "postprocess.json"]
-    assert json.loads(uploaded["models.json"]) == {"models": [
-        {"file": "fold0.pt", "weight": 1.0}, {"file": "fold1.pt", "weight": 1.0}]}
+    digests = [checkpoint.digest({"weight": torch.full((2, 3), float(fold))}) for fold in (0, 1)]
+    assert json.loads(uploaded["models.json"]) == {"accept_postprocess": False, "models": [
+        {"file": "fold0.pt", "weight": 1.0, "digest": digests[0]},
+        {"file": "fold1.pt", "weight": 1.0, "digest": digests[1]}]}
     weights = torch.load(io.BytesIO(uploaded["fold1.pt"]), weights_only=True)
     assert set(weights) == {"model", "model_info", "config", "fold", "epoch"}
     assert torch.equal(weights["model"]["weight"], torch.ones(2, 3))

@@ -15,6 +15,7 @@ from fake_kaggle import COMPETITION, TOKEN, USERNAME, fake_kaggle_fixture  # noq
 from test_kaggle import kernel_dir, run, submission_dirs_fixture  # noqa: F401
 
 from pipeline import checkpoint, cli
+from pipeline.inference.postprocess import PostProcess
 from pipeline.kaggle import api
 
 KERNEL, WEIGHTS = "tester/severstal-offline", "tester/severstal-weights"
@@ -157,7 +158,7 @@ def tiny_run(tmp_path: Path) -> Path:
     checkpoint.save(run_dir / "checkpoints" / "fold0" / "best.pt", {
         "model": {}, "fold": 0, "model_info": {"name": "fcn32_vgg11"}, "config": {}})
     (run_dir / "config.json").write_text("{}")
-    (run_dir / "postprocess.json").write_text('{"head": "softmax"}')
+    PostProcess().save(run_dir / "postprocess.json")
     return run_dir
 
 
@@ -262,7 +263,7 @@ def test_a_dropped_create_is_never_repeated(fake_kaggle, tmp_path, capsys):
     assert len(fake_kaggle.named("CreateDatasetVersion")) == 1
     fake_kaggle.drop = {"StartBlobUpload"}
     fake_kaggle.requests.clear()
-    (Path(run_dir) / "postprocess.json").write_text('{"head": "sigmoid"}')  # a new file to send
+    PostProcess(head="sigmoid").save(Path(run_dir) / "postprocess.json")  # a new file to send
     started = time.monotonic()
     assert cli.main(upload) == 1
     seconds = time.monotonic() - started

@@ -33,8 +33,8 @@ def test_build_is_deterministic_and_offline(tmp_path):
     assert metadata["title"] == "Severstal Kernel"  # Kaggle's slug of it is the id's slug
     imports = [line.split("  #")[0] for line in first.read_text().splitlines()
                if line.startswith("import ")]
-    assert imports == ["import time", "import base64", "import os", "import sys",
-                       "import tempfile"]
+    assert imports == ["import time", "import atexit", "import base64", "import os",
+                       "import sys", "import tempfile"]
 
 
 @pytest.mark.parametrize("kernel,dataset,title,message", [
@@ -121,19 +121,30 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
     competition.mkdir(parents=True)
     shutil.copy(data / "sample_submission.csv", competition)
     shutil.copytree(data / "test_images", competition / "test_images")
+    # Decoys that sort first: an old copy of the data with 2 of its images (its sample
+    # matching them), and an older weights dataset.
+    decoy = inputs / "aaa-old-copy"
+    (decoy / "test_images").mkdir(parents=True)
+    kept = sorted(p.name for p in (data / "test_images").iterdir())[:2]
+    for name in kept:
+        shutil.copy(data / "test_images" / name, decoy / "test_images")
+    (decoy / "sample_submission.csv").write_text(
+        "ImageId,EncodedPixels,ClassId\n" + "".join(f"{name},1 1,0\n" for name in kept))
+    (inputs / "aaa-old-weights").mkdir()
+    (inputs / "aaa-old-weights" / "postprocess.json").write_text("{}")
     # What `make upload-weights` puts in the dataset.
     stage_weights(ensembles.resolve(run), None, "me/severstal-weights", "Severstal weights",
                   weights)
     script = pack.build(tmp_path / "kernels" / "k", "me/severstal-kernel", None,
                         "me/severstal-weights", "test", InferenceConfig(compile=compile_models))
-    working, elsewhere, site = (tmp_path / f"{name}-{layout}"
-                                for name in ("working", "elsewhere", "site"))
-    for folder in (working, elsewhere, site):
+    working, elsewhere, site, temp = (tmp_path / f"{name}-{layout}"
+                                      for name in ("working", "elsewhere", "site", "temp"))
+    for folder in (working, elsewhere, site, temp):
         folder.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=set(blocked)))
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KAGGLE_INPUT_ROOT": str(inputs),
            "KAGGLE_WORKING_ROOT": str(working), "OMP_NUM_THREADS": "2",
-           "PYTHONPATH": str(site)}
+           "PYTHONPATH": str(site), "TMPDIR": str(temp)}
     for package in blocked:   # the kernel's Python really lacks them
         probe = subprocess.run([sys.executable, "-c", f"import {package}"], env=env,
                                capture_output=True, text=True)
@@ -142,6 +153,7 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"data {competition}, weights {weights}" in result.stdout
+    assert not list(temp.glob("pipeline-*.zip"))   # the package's temporary zip is gone
     return result.stdout, weights, working
 
 
@@ -202,7 +214,8 @@ def test_the_kernel_predicts_with_the_tta_cv_tuned_with(tmp_path, tiny_run_copy,
     assert PostProcess.load(run / "postprocess.json").inference == {"tta": "hflip",
                                                                     "decode": "scaled"}
     outputs = {}
-    runs = (("hflip", ["--tta", "hflip"]), ("recorded", []), ("none", ["--tta", "none"]))
+    runs = (("hflip", ["--tta", "hflip"]), ("recorded", []),
+            ("none", ["--tta", "none", "--accept-postprocess"]))
     for name, flags in runs:
         caplog.clear()
         assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out",
@@ -210,6 +223,12 @@ def test_the_kernel_predicts_with_the_tta_cv_tuned_with(tmp_path, tiny_run_copy,
         outputs[name] = (tmp_path / f"{name}.csv").read_bytes()
         warned = "--tta none differs from --tta hflip" in caplog.text
         assert warned == (name == "none"), caplog.text
+    # Without --accept-postprocess, another TTA than the tuned one is refused, writing nothing.
+    caplog.clear()
+    assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out",
+                   tmp_path / "refused.csv", "--workers", 0, "--quiet", "--tta", "none") == 1
+    assert "--tta none differs from --tta hflip" in caplog.text
+    assert "--accept-postprocess" in caplog.text and not (tmp_path / "refused.csv").exists()
     assert outputs["recorded"] == outputs["hflip"]
     out, _, working = run_kernel(tmp_path, data, run)
     assert "inference: tta hflip, decode scaled" in out
@@ -275,3 +294,66 @@ def test_the_kernel_predicts_what_predict_predicts_for_a_mixed_ensemble(tmp_path
     assert (working / "submission.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
     assert out.count("image passes/s") == 4 and "drift check:" in out
     assert (weights / "ensemble.json").is_file() and not (weights / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_kernel_failures_are_one_line_with_the_fix(tmp_path, tiny_run_copy):
+    """Missing weights, a weights folder without checkpoints, a file that is no checkpoint,
+    no test images: each a one-line error (no traceback, no flag the kernel lacks), exit 1;
+    an unreadable test image is predicted defect-free, not a lost submission."""
+    data, run = tiny_run_copy
+    PostProcess(threshold=0.3, min_area=50).save(run / "postprocess.json")
+    inputs, working, temp = tmp_path / "input", tmp_path / "working", tmp_path / "temp"
+    competition = inputs / "competitions" / "severstal-steel-defect-detection"
+    competition.mkdir(parents=True)
+    shutil.copy(data / "sample_submission.csv", competition)
+    shutil.copytree(data / "test_images", competition / "test_images")
+    working.mkdir()
+    temp.mkdir()
+    script = pack.build(tmp_path / "k", "me/severstal-kernel", None, "me/severstal-weights",
+                        "test")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KAGGLE_INPUT_ROOT": str(inputs),
+           "KAGGLE_WORKING_ROOT": str(working), "OMP_NUM_THREADS": "2", "TMPDIR": str(temp)}
+
+    def kernel() -> tuple[int, str]:
+        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                                text=True, timeout=300)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert not list(temp.glob("pipeline-*.zip"))   # the temporary zip goes, failure or not
+        if result.returncode:
+            assert len(lines) == 1 and "--checkpoints" not in lines[0], result.stderr[-2000:]
+        return result.returncode, lines[-1] if lines else ""
+
+    assert kernel() == (1, "error: the weights dataset me/severstal-weights is not "
+                        f"attached: no postprocess.json in {inputs / 'severstal-weights'} or "
+                        f"{inputs / 'datasets/me/severstal-weights'} (folders holding one: "
+                        "none); add me/severstal-weights as a data source, or rebuild the "
+                        "kernel for the attached one (`python -m pipeline kernel "
+                        "--weights-dataset OWNER/SLUG`)")
+    weights = inputs / "datasets" / "me" / "severstal-weights"
+    stage_weights(ensembles.resolve(run), None, "me/severstal-weights", "Severstal weights",
+                  weights)
+    staged = sorted(weights.glob("*.pt"))
+    for path in staged:
+        path.rename(path.with_suffix(".bak"))
+    (weights / "models.json").unlink()
+    rc, line = kernel()
+    assert rc == 1 and "holds no checkpoint (*.pt)" in line and "make upload-weights" in line
+    staged[0].write_text("not a checkpoint")
+    rc, line = kernel()
+    assert rc == 1 and str(staged[0]) in line
+    for path in staged:
+        path.with_suffix(".bak").rename(path)
+    victim = sorted((competition / "test_images").iterdir())[0]
+    victim.write_bytes(b"not a jpeg")
+    rc, line = kernel()
+    assert rc == 0 and "1 unreadable image(s) predicted defect-free" in line
+    # Defect-free: its rows are the sample's (the background row of the current format).
+    rows = (working / "submission.csv").read_text().splitlines()
+    sample_rows = (competition / "sample_submission.csv").read_text().splitlines()
+    assert [r for r in rows if r.startswith(victim.name)] == \
+        [r for r in sample_rows if r.startswith(victim.name)]
+    shutil.rmtree(competition / "test_images")
+    (competition / "test_images").mkdir()
+    rc, line = kernel()
+    assert rc == 1 and "are not in" in line and "test_images" in line

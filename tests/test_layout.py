@@ -164,6 +164,9 @@ CROSS_CUTTING = {
     "test_speed.py": "profiled stages, compiled inference and the decode path",
     "test_kaggle.py": "the real kaggle client against a fake server: download, upload, submit",
     "test_kaggle_flow.py": "the Kaggle path end to end",
+    "test_provenance.py": "what checkpoints, postprocess.json and model_info record of their "
+                          "origin, and who refuses a mismatch",
+    "test_interrupt.py": "Ctrl-C in any command: one line, exit 130, locks released",
 }
 
 

@@ -1,4 +1,5 @@
-"""One trainer per run and fold: the lock file, its stale take-over, and config.json's timing."""
+"""One trainer per run and fold: the lock file, its stale take-over, config.json's timing, and
+the commands that read a fold's checkpoints refusing one that is being trained."""
 
 import logging
 import os
@@ -12,6 +13,7 @@ import pytest
 
 from helpers import run_cli
 
+from pipeline.config import RunPaths
 from pipeline.data import synthetic
 from pipeline.training import lock
 
@@ -68,6 +70,58 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog, content):
             assert path.read_text().strip() == str(os.getpid())
     assert "taking over the stale training lock" in caplog.text and str(path) in caplog.text
     assert not path.exists()
+
+
+def test_holder_alive_reads_the_lock_without_taking_it(tmp_path, sleeper):
+    fold_dir = tmp_path / "checkpoints" / "fold0"
+    assert lock.holder_alive(fold_dir) is None                 # no lock
+    fold_dir.mkdir(parents=True)
+    held = fold_dir / ".lock"
+    held.write_text(f"{sleeper}\n")
+    assert lock.holder_alive(fold_dir) == sleeper
+    with pytest.raises(RuntimeError, match=f"fold 0 .* process {sleeper} "):
+        lock.check_runs_not_training([RunPaths(tmp_path)])
+    stale = f"{dead_pid()}\n"
+    held.write_text(stale)
+    assert lock.holder_alive(fold_dir) is None                 # a dead trainer's lock is stale
+    lock.check_runs_not_training([RunPaths(tmp_path)])         # ... and ignored
+    assert held.read_text() == stale                           # read, never taken or removed
+
+
+def test_commands_that_read_checkpoints_refuse_a_fold_being_trained(
+        tiny_run_copy, tmp_path, sleeper, capsys):
+    """cv could tune on a best.pt that the trainer replaces a second later: every command
+    that loads a run's fold checkpoints refuses a fold whose lock a live process holds."""
+    data, run = tiny_run_copy
+    held = run / "checkpoints" / "fold1" / ".lock"
+    held.write_text(f"{sleeper}\n")
+    out = tmp_path / "out"
+    commands = {
+        "cv": ["cv", "--data-dir", data, "--run-dir", run, "--device", "cpu"],
+        "cv --fold 1": ["cv", "--data-dir", data, "--run-dir", run, "--fold", 1],
+        "robustness": ["robustness", "--data-dir", data, "--run-dir", run, "--shifts", "none"],
+        "predict": ["predict", "--data-dir", data, "--run-dir", run, "--out", out / "a.csv"],
+        "predict --checkpoints": ["predict", "--data-dir", data, "--run-dir", run,
+                                  "--checkpoints", held.parent / "best.pt", "--out",
+                                  out / "b.csv"],
+        "pseudo-label": ["pseudo-label", "--data-dir", data, "--run-dir", run, "--out",
+                         out / "pseudo.csv"],
+        "segment": ["segment", "--run-dir", run, "--input", data / "test_images", "--out",
+                    out / "segments"],
+    }
+    for name, argv in commands.items():
+        capsys.readouterr()
+        assert run_cli(*argv) == 1, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: fold 1 "), (name, err)
+        assert f"process {sleeper} " in err and str(held) in err, (name, err)
+        assert "wait for the training to finish or stop it" in err, (name, err)
+        assert held.read_text() == f"{sleeper}\n", name       # the trainer's lock untouched
+    assert not out.exists() and not (run / "reports" / "cv.json").exists()
+    assert not (run / "postprocess.json").exists()
+    capsys.readouterr()
+    assert run_cli("cv", "--data-dir", data, "--run-dir", run, "--fold", 0, "--quiet") == 0
+    assert "error" not in capsys.readouterr().err             # fold 0 is not being trained
 
 
 def test_train_refuses_a_fold_held_by_a_live_process(data, tmp_path, sleeper, capsys):

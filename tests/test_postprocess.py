@@ -93,7 +93,8 @@ def test_a_version_1_file_loads_with_the_documented_inference(tmp_path):
     assert params.threshold == (0.5, None, 0.3, 0.4) and params.min_area == (0, 600, 0, 0)
     params.save(tmp_path / "new.json")
     written = json.loads((tmp_path / "new.json").read_text())
-    assert written["version"] == postprocess.FORMAT_VERSION == 2
+    assert written["version"] == postprocess.FORMAT_VERSION == 3
+    assert written["checkpoints"] is None   # not recorded: nothing to check against
     assert PostProcess.load(tmp_path / "new.json") == params
 
 
@@ -103,7 +104,11 @@ def test_a_version_1_file_loads_with_the_documented_inference(tmp_path):
      "--tta 'vflip' is not valid"),
     ({"version": 2, "inference": {"tta": "none"}}, "inference must hold exactly tta, decode"),
     ({"version": 2, "inference": "hflip"}, "key 'inference' must be an object"),
-    ({"version": 3, "inference": {"tta": "none", "decode": "scaled"}}, "newer than this"),
+    ({"version": 4, "inference": {"tta": "none", "decode": "scaled"}}, "newer than this"),
+    ({"version": 3, "inference": {"tta": "none", "decode": "scaled"}},
+     "key 'checkpoints' is missing"),
+    ({"version": 3, "inference": {"tta": "none", "decode": "scaled"}, "checkpoints": "ab12"},
+     "key 'checkpoints' must be a list of checkpoint digests"),
     ({"version": "2"}, "key 'version' must be a positive integer"),
     ({"inference": {"tta": "none", "decode": "full"}, "extra": 1}, "unknown key 'extra'"),
 ])
@@ -126,5 +131,5 @@ def test_every_step_is_a_field_of_the_parameters():
     from pipeline.inference import steps
 
     names = [f.name for f in dataclasses.fields(PostProcess)]
-    assert names == ["head", *(step.key for step in steps.STEPS), "inference"]
+    assert names == ["head", *(step.key for step in steps.STEPS), "inference", "checkpoints"]
     assert [s.key for s in steps.STEPS] == ["threshold", "min_component", "min_area", "presence"]

@@ -46,8 +46,9 @@ def test_cv_writes_reports_and_postprocessing(trained, capsys):
 def test_predict_writes_a_valid_submission(trained, tmp_path, capsys):
     data, run = trained
     out = tmp_path / "submission.csv"
+    # cv tuned without TTA: hflip is the user's explicit choice
     assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--out", out,
-                   "--tta", "hflip", *INFER) == 0
+                   "--tta", "hflip", "--accept-postprocess", *INFER) == 0
     assert "2 model(s)" in capsys.readouterr().out
     sample = submission.read_sample(data / "sample_submission.csv")
     table = submission.validate(out, sample)
@@ -151,8 +152,11 @@ def test_mixed_heads_need_post_processing_tuned_for_them(trained, tmp_path, caps
                    "--max-steps", 1, "--head", "sigmoid", "--loss", "bce", *TINY_TRAIN) == 0
     mixed = [run / "checkpoints" / "fold0" / "best.pt", other / "checkpoints" / "fold0" / "best.pt"]
     for checkpoints in (mixed, mixed[1:]):
-        assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--checkpoints",
-                       *checkpoints, "--out", tmp_path / "s.csv", *INFER) == 1
+        predict = ["predict", "--data-dir", data, "--run-dir", run, "--checkpoints",
+                   *checkpoints, "--out", tmp_path / "s.csv", *INFER]
+        assert run_cli(*predict) == 1   # the run's postprocess.json was not tuned for them
+        assert "was tuned for other checkpoints: 1 of the" in capsys.readouterr().err
+        assert run_cli(*predict, "--accept-postprocess") == 1    # nor can it serve them
         err = capsys.readouterr().err
         assert "post-processing is for the softmax head but the checkpoints have the sigmoid " \
                "head: rerun `make cv`" in err

@@ -143,7 +143,8 @@ def test_cv_and_predict_take_the_decode_flag(tiny, tmp_path):
     assert dataset.Transform(scale=0.25).reduction() == 4 and images.DECODES[0] == "scaled"
     for decode in images.DECODES:
         assert run_cli("predict", "--data-dir", data, "--run-dir", run, "--workers", 0,
-                       "--out", tmp_path / f"{decode}.csv", "--decode", decode, "--quiet") == 0
+                       "--out", tmp_path / f"{decode}.csv", "--decode", decode, "--quiet",
+                       "--accept-postprocess") == 0   # cv tuned with one of them
     assert run_cli("cv", "--data-dir", data, "--run-dir", run, "--workers", 0,
                    "--decode", "full", "--quiet") == 0
     with pytest.raises(SystemExit) as stop:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from helpers import run_cli
 
 from pipeline.config import HEIGHT, WIDTH
 from pipeline.data.render import layout_masks, render_image, sample_layout
@@ -118,6 +123,39 @@ def test_rerun_in_place_and_stale_images(tmp_path: Path) -> None:
     assert all_bytes(tmp_path) == before
     with pytest.raises(ValueError, match="out_dir"):
         write_dataset(tmp_path, 2, 0, seed=5, quiet=True, workers=1)
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path: Path, capsys) -> None:
+    """Two runs into one folder would mix datasets: while a live process holds the folder's
+    lock, another run is refused at once, naming it, and touches none of its files."""
+    out = tmp_path / "data"
+    write_dataset(out, 3, 1, seed=5, quiet=True, workers=1)
+    (out / "train.csv").unlink()                    # the first run is still writing
+    first = subprocess.Popen(["sleep", "60"])       # ... in this process
+    try:
+        (out / ".synth.lock").write_text(f"{first.pid}\n")
+        before = all_bytes(out)
+        capsys.readouterr()
+        assert run_cli("synth", "--out", out, "--n-train", 3, "--n-test", 1, "--seed", 6,
+                       "--workers", 1, "--quiet") == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: process {first.pid} is "), err
+        assert f"writing a synthetic dataset into {out} " in err
+        assert all_bytes(out) == before
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over(tmp_path: Path, caplog) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / ".synth.lock"
+    lock.write_text(f"{dead.pid}\n")
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        write_dataset(tmp_path, 3, 1, seed=5, quiet=True, workers=1)
+    assert f"taking over the stale synth lock {lock} of process {dead.pid}" in caplog.text
+    assert not lock.exists() and (tmp_path / "train.csv").is_file()
 
 
 def test_class_frequencies() -> None:

@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     robustness.add_argument("--images-per-fold", type=int, default=None,
                             help="score only the first N validation images of each fold "
                                  "(default: all)")
+    options.add_accept_postprocess(robustness)
     options.add_settings_flags(robustness, InferenceConfig,
                                unset={"tta": "the run's, from cv", "decode": "the run's"})
     robustness.set_defaults(handler=robustness_command)
@@ -98,6 +99,7 @@ def cv_command(args: argparse.Namespace) -> int:
     fileio.check_writable(run.postprocess_json, "--run-dir")  # before the OOF predictions
     fold_ids = None if args.fold == "all" else options.fold_ids(args.fold, run)
     settings = options.settings_from_args(InferenceConfig, args)
+    _check_not_training(args.run_dir, fold_ids)
     report = oof.run_cv(args.run_dir, args.data_dir, settings, fold_ids,
                         min_component=args.min_component)
     print(reports.format_report(report))
@@ -113,15 +115,26 @@ def robustness_command(args: argparse.Namespace) -> int:
     run = config.resolve_run_dir(args.run_dir)
     names = shifts.parse(args.shifts)
     fold_ids = None if args.fold == "all" else options.fold_ids(args.fold, run)
+    _check_not_training(args.run_dir, fold_ids)
     report = robustness.run_robustness(args.run_dir, args.data_dir, names, fold_ids,
                                        requested=options.requested(InferenceConfig, args),
-                                       images_per_fold=args.images_per_fold)
+                                       images_per_fold=args.images_per_fold,
+                                       accept=args.accept_postprocess)
     print(robustness.format_table(report))
     if report["below_baseline"]:
         log.warning("below the all-empty baseline under shift(s): %s",
                     ", ".join(report["below_baseline"]))
     print(f"wrote {run.reports / 'robustness.json'} and {run.reports / 'robustness.png'}")
     return 0
+
+
+def _check_not_training(run_dir: str | None, fold_ids: list[int] | None) -> None:
+    """Refuse the folds (default: all) of the run or its members that a running ``train``
+    holds: their best.pt may be replaced while read."""
+    from pipeline.inference import ensembles
+    from pipeline.training import lock
+
+    lock.check_runs_not_training([m.run for m in ensembles.resolve(run_dir).members], fold_ids)
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ def _register_kernel(commands: argparse._SubParsersAction) -> None:
     upload.add_argument("--title", default=None, help="dataset title (default from the slug)")
     upload.add_argument("--message", default=None, help="version notes")
     upload.add_argument("--public", action="store_true", help="make a new dataset public")
+    options.add_accept_postprocess(upload)
     upload.add_argument("--wait-seconds", type=float, default=1800.0,
                         help="longest wait for Kaggle to process the upload")
     options.add_run_dir(upload, ensemble=True)
@@ -159,7 +160,7 @@ def upload_weights_command(args: argparse.Namespace) -> int:
     checkpoints = [Path(p) for p in args.checkpoints] if args.checkpoints else None
     done = weights.upload_weights(ensembles.resolve(args.run_dir), checkpoints,
                                   args.dataset, args.title, args.message, args.public,
-                                  args.quiet, args.wait_seconds)
+                                  args.quiet, args.wait_seconds, args.accept_postprocess)
     print(f"{done.verb} {done.dataset} with {', '.join(done.files)}: {done.url}")
     if done.ready:
         print(f"{done.dataset} is ready: `make kernel push-kernel` can attach it")

@@ -36,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="override the empty-mask thresholds, e.g. 600,600,1000,2000")
     predict.add_argument("--min-component", type=options.per_class(int), default=None,
                          help="override the connected-component size limits")
+    options.add_accept_postprocess(predict)
     options.add_settings_flags(predict, InferenceConfig,
                                unset={"tta": "the one cv tuned with, else none",
                                       "decode": "the one cv tuned with, else scaled"})
@@ -53,6 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     pseudo.add_argument("--precision", type=float, default=0.95,
                         help="out-of-fold precision each class's confident positives and "
                              "negatives must reach (default 0.95)")
+    options.add_accept_postprocess(pseudo)
     options.add_settings_flags(pseudo, InferenceConfig,
                                unset={"tta": "the one cv tuned with, else none",
                                       "decode": "the one cv tuned with, else scaled"})
@@ -81,6 +83,7 @@ def _register_segment(commands: argparse._SubParsersAction) -> None:
                               "colour (1 yellow, 2 cyan, 3 red, 4 green)")
     segment.add_argument("--log-every", type=_positive, default=100,
                          help="log a progress line every N images (default 100)")
+    options.add_accept_postprocess(segment)
     options.add_settings_flags(segment, InferenceConfig,
                                unset={"tta": "the one cv tuned with, else none",
                                       "decode": "the one cv tuned with, else scaled"})
@@ -90,24 +93,33 @@ def _register_segment(commands: argparse._SubParsersAction) -> None:
 def predict_command(args: argparse.Namespace) -> int:
     """Predict the test images into ``--out``; print what was written."""
     from pipeline import fileio
-    from pipeline.inference import predict, submission
+    from pipeline.inference import postprocess, predict, submission
     from pipeline.inference.config import with_recorded
 
     fileio.check_writable(Path(args.out), "--out")  # before any image is predicted
     from pipeline.inference import ensembles
+    from pipeline.training import lock
 
     paths, chosen = config.resolve_data_dir(args.data_dir), ensembles.resolve(args.run_dir)
     run = chosen.paths
     sample = submission.read_sample(Path(args.sample) if args.sample else paths.sample_submission)
-    predict.check_test_images(paths.test_images, sample.image_ids, sample.path)
+    submission.check_test_images(paths.test_images, sample.image_ids, sample.path)
     models = ([(Path(p), 1.0) for p in args.checkpoints] if args.checkpoints
               else chosen.all_models())
+    if args.checkpoints:
+        lock.check_not_training(p.parent for p, _ in models)
+    else:
+        lock.check_runs_not_training(m.run for m in chosen.members)
     params, source = _postprocess(args, run)
     requested = options.requested(InferenceConfig, args)
-    settings = with_recorded(requested, params.inference if params else {}, str(source))
+    settings = with_recorded(requested, params.inference if params else {}, str(source),
+                             args.accept_postprocess)
     context = distributed.setup(settings.device)
     ensemble = predict.load_models([p for p, _ in models], context.device, settings,
                                    [w for _, w in models])
+    if params:
+        postprocess.check_models(params, ensemble.named_digests(), str(source),
+                                 args.accept_postprocess)
     params = _overridden(args, params or _default(source, ensemble.head))
     written = predict.write_submission(ensemble, paths.test_images, sample, params, context,
                                        Path(args.out), settings)
@@ -145,13 +157,15 @@ def _overridden(args: argparse.Namespace, params):
 def pseudo_label_command(args: argparse.Namespace) -> int:
     """Write the pseudo-labels and their report; print the per-class table."""
     from pipeline import fileio
-    from pipeline.inference import pseudo_label
+    from pipeline.inference import ensembles, pseudo_label
+    from pipeline.training import lock
 
     out = Path(args.out)
     fileio.check_writable(out, "--out")
+    lock.check_runs_not_training(m.run for m in ensembles.resolve(args.run_dir).members)
     requested = options.requested(InferenceConfig, args)
     report = pseudo_label.label_test_images(args.run_dir, args.data_dir, out, args.precision,
-                                            requested)
+                                            requested, args.accept_postprocess)
     print(report["table"])
     truth = report.get("truth")
     if truth and truth["dice"] is not None:
@@ -174,6 +188,7 @@ def segment_command(args: argparse.Namespace) -> int:
     """Segment the images of ``--input`` into ``--out``; print what was written."""
     from pipeline.inference import ensembles, predict, segment
     from pipeline.inference.config import with_recorded
+    from pipeline.training import lock
 
     input_dir, out_dir = Path(args.input), Path(args.out)
     segment.check_folders(input_dir, out_dir)   # before any model is loaded
@@ -183,21 +198,25 @@ def segment_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--input {input_dir} holds no .jpg/.jpeg/.png file matching "
                                 f"--glob {args.glob!r}{where}: check the folder and the pattern")
     chosen = ensembles.resolve(args.run_dir)
+    lock.check_runs_not_training(m.run for m in chosen.members)
     models = chosen.all_models()
     if not models:
         raise FileNotFoundError(f"--run-dir {chosen.root} has no checkpoint "
                                 f"({chosen.paths.checkpoints}/fold*/best.pt): train it first")
-    from pipeline.inference.postprocess import PostProcess
+    from pipeline.inference.postprocess import PostProcess, check_models
 
     source = chosen.paths.postprocess_json
     params = PostProcess.load(source) if source.is_file() else None
     requested = options.requested(InferenceConfig, args)
-    settings = with_recorded(requested, params.inference if params else {}, str(source))
+    settings = with_recorded(requested, params.inference if params else {}, str(source),
+                             args.accept_postprocess)
     context = distributed.setup(settings.device)
     if context.distributed:
         raise ValueError("segment runs in one process: start it with python, not torchrun")
     ensemble = predict.load_models([p for p, _ in models], context.device, settings,
                                    [w for _, w in models])
+    if params:
+        check_models(params, ensemble.named_digests(), str(source), args.accept_postprocess)
     about = {"run": chosen.describe(), "checkpoints": [str(p) for p, _ in models],
              "postprocess_file": str(source) if params else None}
     summary = segment.segment_folder(ensemble, params or _default(source, ensemble.head),

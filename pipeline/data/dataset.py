@@ -68,12 +68,14 @@ class SteelDataset(Dataset):
     (``full_masks=True``) keep the masks at 256x1600 so scores are on the original grid;
     without labels (``rles=None``) items have no masks. Images stay uint8 (4x less to move
     between processes and to the GPU); ``to_model_input`` makes the float [0, 1] batch.
-    With ``skip_bad_images`` an unreadable image gives ``None``, dropped by ``collate``.
+    With ``skip_bad_images`` an unreadable image gives ``None``, dropped by ``collate``; with
+    False its error says the flag exists (``train --skip-bad-images``); with None (a command
+    without the flag) the error is the reader's own.
     A ``shift(image, image_id)`` (``data.shifts``) changes the full-size image as read.
     """
 
     def __init__(self, image_dir: Path, image_ids: list[str], rles: pd.DataFrame | None,
-                 transform: Transform, full_masks: bool = False, skip_bad_images: bool = False,
+                 transform: Transform, full_masks: bool = False, skip_bad_images: bool | None = None,
                  shift: Callable[[np.ndarray, str], np.ndarray] | None = None):
         self.image_dir = Path(image_dir)
         self.image_ids = list(image_ids)
@@ -100,6 +102,8 @@ class SteelDataset(Dataset):
             with stage("decode"):
                 image = images.read_image(self.image_dir / image_id, reduce=reduce)
         except (FileNotFoundError, ValueError) as error:
+            if self.skip_bad_images is False:
+                raise type(error)(f"{error}, or pass --skip-bad-images") from None
             if not self.skip_bad_images:
                 raise
             log.warning("skipped: %s", error)

@@ -10,24 +10,35 @@ import numpy as np
 
 from pipeline.config import HEIGHT, WIDTH
 
-IMAGE_SUFFIX = ".jpg"
+# JPEG names as cameras and tools write them: ``.jpg``, ``.JPG``, ``.jpeg``, ``.JPEG``.
+IMAGE_SUFFIXES = (".jpg", ".jpeg")
 # How a loader reads a JPEG for a smaller input: "scaled" decodes at 1/2, 1/4 or 1/8 size where
 # the scale allows (``reduction_for``), "full" at 256x1600; each then resizes the rest of the way.
 DECODES = ("scaled", "full")
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
+def is_image(path: Path) -> bool:
+    """Whether ``path`` is named as a JPEG (any case of ``.jpg`` or ``.jpeg``)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def list_images(images_dir: Path) -> list[str]:
-    """Sorted file names of the JPEGs in a directory (the ImageIds)."""
+    """Sorted file names of the JPEGs in a directory (the ImageIds), any case of ``.jpg`` or
+    ``.jpeg``."""
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir} is not a directory: run `make download` or "
                                 "`make sample-data` to create the dataset")
-    return sorted(p.name for p in images_dir.iterdir() if p.suffix == IMAGE_SUFFIX)
+    return sorted(p.name for p in images_dir.iterdir() if is_image(p) and p.is_file())
 
 
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale in its inverse DCT, for a fraction of the work.
-REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
-                 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# Pixels are read as stored: the competition's images are sensor frames, so an EXIF
+# orientation tag (which OpenCV applies by default) would only rotate image against masks.
+REDUCED_FLAGS = {r: flag | cv2.IMREAD_IGNORE_ORIENTATION
+                 for r, flag in {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                                 4: cv2.IMREAD_REDUCED_COLOR_4,
+                                 8: cv2.IMREAD_REDUCED_COLOR_8}.items()}
 
 
 def reduction_for(scale: float) -> int:
@@ -51,13 +62,13 @@ def read_image(path: Path, shape: tuple[int, int] = (HEIGHT, WIDTH),
     # OpenCV decodes a truncated JPEG with grey rows and a warning naming no file: refuse it.
     if data.startswith(JPEG_START) and not data.rstrip(b"\0").endswith(JPEG_END):
         raise ValueError(f"image {path} cannot be decoded (truncated: no JPEG end marker): "
-                         "re-download it or pass --skip-bad-images")
+                         "re-download it")
     if reduce > 1:
         _check_size(path, _header_size(data, path), shape)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_FLAGS[reduce])
     if image is None:
         raise ValueError(f"image {path} cannot be decoded (corrupt or not a JPEG): "
-                         "re-download it or pass --skip-bad-images")
+                         "re-download it")
     _check_size(path, image.shape[:2], tuple(-(-side // reduce) for side in shape))
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -71,7 +82,7 @@ def _header_size(data: bytes, path: Path) -> tuple[int, int]:
             return image.height, image.width
     except (UnidentifiedImageError, OSError):
         raise ValueError(f"image {path} cannot be decoded (corrupt or not a JPEG): "
-                         "re-download it or pass --skip-bad-images") from None
+                         "re-download it") from None
 
 
 def _check_size(path: Path, size: tuple[int, int], shape: tuple[int, int]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -17,13 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import fileio
-from pipeline.data import realistic, realistic_look
+from pipeline.data import pidlock, realistic, realistic_look
 from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 from pipeline.data.render import CLASS_MIXES, layout_masks, render_image, sample_layout
 from pipeline.data.rle import encode
 from pipeline.data.world import DEFAULT_WORLD, WORLDS, apply_look, jpeg_quality, touch_borders
 
 TRAIN, TEST = 0, 1
+LOCK_NAME = ".synth.lock"   # in out_dir while a run writes there: two runs would mix datasets
 
 
 def _write_csv(path: Path, header: str, lines: list[str]) -> None:
@@ -61,11 +63,19 @@ def _make_image(job: tuple) -> list[str]:
     return [encode(mask) for mask in layout_masks(layout)]
 
 
+def _init_worker() -> None:
+    """Pool worker set-up: one OpenCV thread; Ctrl-C left to the parent, which stops the pool
+    (the process group gets the SIGINT, and each worker would print its own traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+
+
 def _run_jobs(jobs: list[tuple], workers: int, quiet: bool) -> list[list[str]]:
     """_make_image over the jobs, in job order, in a process pool when workers > 1.
 
     The pool starts its processes fresh ("forkserver", else "spawn"), so a script that calls
-    write_dataset with workers > 1 needs the usual ``if __name__ == "__main__":`` guard.
+    write_dataset with workers > 1 needs the usual ``if __name__ == "__main__":`` guard. On
+    Ctrl-C the parent's KeyboardInterrupt leaves the ``with`` block, which terminates the pool.
     """
     bar = {"total": len(jobs), "desc": "synthetic images", "unit": "img", "disable": quiet or None}
     if workers <= 1:
@@ -74,7 +84,7 @@ def _run_jobs(jobs: list[tuple], workers: int, quiet: bool) -> list[list[str]]:
     # Not "fork": a child forked while the parent's OpenCV thread pool is busy can deadlock.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with context.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+    with context.Pool(workers, initializer=_init_worker) as pool:
         return list(tqdm(pool.imap(_make_image, jobs, chunksize=chunk), **bar))
 
 
@@ -115,16 +125,35 @@ def write_dataset(out_dir: Path, n_train: int, n_test: int, seed: int = 0,
                   old_format: bool = False, quiet: bool = False, workers: int | None = None,
                   *, contrast: float = 1.0, class_mix: str = "real",
                   world: str = DEFAULT_WORLD) -> dict:
-    """Write a synthetic dataset in the competition layout to out_dir; return a summary."""
+    """Write a synthetic dataset in the competition layout to out_dir; return a summary.
+
+    The run holds ``out_dir/.synth.lock`` while it writes: a second run into the same folder is
+    refused (RuntimeError naming the first's PID) before it touches anything."""
     start = time.perf_counter()
     _check_args(n_train, n_test, seed, workers)
     if class_mix not in CLASS_MIXES:
         raise ValueError(f"class_mix {class_mix!r} is not one of {sorted(CLASS_MIXES)}")
     if world not in WORLDS:
         raise ValueError(f"world {world!r} is not one of {sorted(WORLDS)}")
+    out_dir = Path(out_dir)
+    purpose = pidlock.Purpose("synth", f"writing a synthetic dataset into {out_dir}", "--out")
+    with pidlock.held(out_dir / LOCK_NAME, purpose):
+        train, test = _write_images(out_dir, n_train, n_test, seed, workers, quiet,
+                                    (contrast, CLASS_MIXES[class_mix], WORLDS[world]))
+        _write_labels(out_dir, train, test, old_format)
+    per_class = {c: sum(bool(r[c - 1]) for r in train.values()) for c in range(1, N_CLASSES + 1)}
+    return {"n_train": n_train, "n_test": n_test, "train_rows_per_class": per_class,
+            "train_defect_free": sum(not any(r) for r in train.values()),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _write_images(out_dir: Path, n_train: int, n_test: int, seed: int, workers: int | None,
+                  quiet: bool, look: tuple) -> tuple[dict, dict]:
+    """Render the train and test images into out_dir; ``({image_id: rles}, same for test)``.
+    ``look``: ``(contrast, class weights, world)`` of every image."""
     train_ids = _image_ids(seed, TRAIN, n_train, set())
     test_ids = _image_ids(seed, TEST, n_test, set(train_ids))
-    folders = (Path(out_dir) / "train_images", Path(out_dir) / "test_images")
+    folders = (out_dir / "train_images", out_dir / "test_images")
     for folder, ids in zip(folders, (train_ids, test_ids)):
         stale = sorted({p.name for p in folder.glob("*.jpg")} - set(ids))
         if stale:  # never mix datasets: labels would be missing for the stale images
@@ -132,14 +161,8 @@ def write_dataset(out_dir: Path, n_train: int, n_test: int, seed: int = 0,
                              f"(e.g. {stale[0]}); pass an empty or new out_dir")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(folders[split] / name), seed, index, split, contrast, CLASS_MIXES[class_mix],
-             WORLDS[world])
+    jobs = [(str(folders[split] / name), seed, index, split, *look)
             for split, ids in ((TRAIN, train_ids), (TEST, test_ids))
             for index, name in enumerate(ids)]
     rles = _run_jobs(jobs, min(workers or os.cpu_count() or 1, len(jobs)), quiet)
-    train, test = dict(zip(train_ids, rles[:n_train])), dict(zip(test_ids, rles[n_train:]))
-    _write_labels(Path(out_dir), train, test, old_format)
-    per_class = {c: sum(bool(r[c - 1]) for r in train.values()) for c in range(1, N_CLASSES + 1)}
-    return {"n_train": n_train, "n_test": n_test, "train_rows_per_class": per_class,
-            "train_defect_free": sum(not any(r) for r in train.values()),
-            "seconds": round(time.perf_counter() - start, 2)}
+    return dict(zip(train_ids, rles[:n_train])), dict(zip(test_ids, rles[n_train:]))

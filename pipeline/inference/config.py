@@ -85,17 +85,24 @@ class InferenceConfig:
         return ", ".join(f"{flag(name).lstrip('-')} {getattr(self, name)}" for name in RECORDED)
 
 
-def with_recorded(requested: dict, recorded: dict, source: str) -> InferenceConfig:
+def with_recorded(requested: dict, recorded: dict, source: str,
+                  accept: bool = False) -> InferenceConfig:
     """The settings of ``requested`` (flag values; None: not given) with each ``RECORDED``
-    setting not given taken from ``recorded`` (what ``cv`` tuned with, read from ``source``);
-    one given that differs from the recorded one is used, with a warning naming both."""
+    setting not given taken from ``recorded`` (what ``cv`` tuned with, read from ``source``).
+    One given that differs from the recorded one is refused, naming both (the thresholds were
+    tuned on other probabilities); with ``accept`` (``--accept-postprocess``) it is used, with
+    a warning."""
     values = {k: v for k, v in requested.items() if v is not None}
     for name in RECORDED:
         tuned = recorded.get(name)
         if name not in values and tuned is not None:
             values[name] = tuned
         elif tuned is not None and values[name] != tuned:
-            log.warning("%s %s differs from %s %s that %s was tuned with: the thresholds may "
-                        "not fit these probabilities", flag(name), values[name], flag(name),
-                        tuned, source)
+            message = (f"{flag(name)} {values[name]} differs from {flag(name)} {tuned} that "
+                       f"{source} was tuned with: the thresholds may not fit these "
+                       "probabilities")
+            if not accept:
+                raise ValueError(f"{message}: drop {flag(name)}, rerun `make cv` with it, or "
+                                 "pass --accept-postprocess to use it anyway")
+            log.warning("%s (--accept-postprocess given)", message)
     return InferenceConfig(**values)

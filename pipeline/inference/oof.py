@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import distributed, fileio, metrics
+from pipeline import checkpoint, distributed, fileio, metrics
 from pipeline.config import N_CLASSES, DataPaths, RunPaths, code_version, resolve_data_dir
 from pipeline.data import folds, images, labels
 from pipeline.inference import breakdown, drift, ensembles, postprocess, predict, pseudo, \
@@ -106,6 +106,7 @@ def collect(source: ensembles.Source, paths: DataPaths, fold_ids: list[int],
         accumulator = accumulator or OOFAccumulator(
             ensemble.head, thresholds or tuning.default_thresholds(ensemble.head), min_component)
         val_ids = folds.split_ids(split, fold)[1][:limit]
+        _check_unseen(ensemble, val_ids, fold)
         loader = predict.make_loader(paths.train_images, val_ids, ensemble.input_scale,
                                      settings, rles, shift)
         for batch in predict.iterate_probabilities(ensemble, loader, context.device, settings,
@@ -117,6 +118,18 @@ def collect(source: ensembles.Source, paths: DataPaths, fold_ids: list[int],
                     examples.append((batch.image_ids[i], batch.probs[i:i + 1].cpu(), presence,
                                      batch.masks[i].cpu().numpy()))
     return accumulator, examples, infos
+
+
+def _check_unseen(ensemble: predict.Ensemble, val_ids: list[str], fold: int) -> None:
+    """Refuse to score a model on images it was trained on (its ``trained_on``), naming the
+    count and an example: with folds.csv changed after training, scores are not out-of-fold."""
+    for path, trained in zip(ensemble.sources, ensemble.trained_on):
+        seen = sorted(set(val_ids) & trained) if trained else []
+        if seen:
+            raise ValueError(f"{path} was trained on {len(seen)} of the {len(val_ids)} images "
+                             f"of fold {fold}'s validation set (e.g. {seen[0]}): its scores "
+                             "would not be out-of-fold; folds.csv changed after training: "
+                             "restore it or retrain (`make train`)")
 
 
 def run_cv(run_dir: str | None, data_dir: str | None,
@@ -142,7 +155,8 @@ def run_cv(run_dir: str | None, data_dir: str | None,
     params = postprocess.PostProcess(head=head, min_area=chosen.min_area,
                                      threshold=[thresholds[k] for k in chosen.threshold_index],
                                      min_component=min_component, presence=chosen.presence,
-                                     inference=settings.recorded())
+                                     inference=settings.recorded(),
+                                     checkpoints=model_digests(source, loaded))
     report = {"folds": fold_ids, "n_images": len(accumulator.image_ids),
               "tta": settings.tta, "inference": settings.as_dict(),
               "default": default.as_dict(), "tuned": tuned.as_dict(),
@@ -167,6 +181,16 @@ def run_cv(run_dir: str | None, data_dir: str | None,
     fileio.write_json(run.reports / "cv.json", report)
     params.save(run.postprocess_json)
     return report
+
+
+def model_digests(source: ensembles.Source, loaded: dict) -> list[str] | None:
+    """The digests of the models ``predict`` runs for ``source`` (every fold's, every
+    member's): what ``postprocess.json`` is tuned for (None where there is none to record).
+    ``loaded``: ensembles already loaded, by fold, whose digests are reused."""
+    known = {str(path): digest for ensemble in loaded.values()
+             for path, digest in zip(ensemble.sources, ensemble.digests)}
+    return [known.get(str(path)) or checkpoint.digest(checkpoint.load(path)["model"])
+            for path, _ in source.all_models()] or None
 
 
 def _analysis(accumulator: OOFAccumulator, outcome: tuning.Outcome, run: RunPaths) -> dict:

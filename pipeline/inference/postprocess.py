@@ -17,13 +17,20 @@ version  keys added             value for a file of an older version
 2        version, inference     ``inference``: {"tta": "none", "decode": "scaled"}
                                 (what predict and the kernel used before it was
                                 recorded)
+3        checkpoints            null (not recorded: not checked)
 =======  =====================  ====================================================
+
+``checkpoints`` lists the digests (``checkpoint.digest``) of the models the values were tuned
+for; ``check_models`` refuses to apply them to others (a stale file after retraining, one of
+another run), and ``inference.config.with_recorded`` refuses other inference settings, unless
+the user accepts it (``--accept-postprocess``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -34,9 +41,13 @@ from pipeline.inference import steps
 from pipeline.inference.config import RECORDED, InferenceConfig
 from pipeline.models.registry import HEADS
 
-FORMAT_VERSION = 2
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 3
 # key -> (format version that added it, its value for files of older versions)
-ADDED = {"version": (2, None), "inference": (2, {"tta": "none", "decode": "scaled"})}
+ADDED = {"version": (2, None), "inference": (2, {"tta": "none", "decode": "scaled"}),
+         "checkpoints": (3, None)}
+ACCEPT_FLAG = "--accept-postprocess"
 
 
 def _post_init(self) -> None:
@@ -50,6 +61,8 @@ def _post_init(self) -> None:
                          f"{sorted(recorded)}")
     InferenceConfig(**recorded)   # refuses an unknown TTA or decode, naming the flag
     object.__setattr__(self, "inference", recorded)
+    if self.checkpoints is not None:
+        object.__setattr__(self, "checkpoints", tuple(sorted(map(str, self.checkpoints))))
 
 
 def _gated(self) -> bool:
@@ -95,19 +108,22 @@ PostProcess = dataclasses.make_dataclass(
     + [(step.key, tuple, dataclasses.field(default=(step.default,) * N_CLASSES))
        for step in steps.STEPS]
     + [("inference", dict, dataclasses.field(default_factory=lambda: dict(
-        ADDED["inference"][1])))],
+        ADDED["inference"][1]))),
+       ("checkpoints", tuple | None, dataclasses.field(default=None))],
     frozen=True,
     namespace={"__post_init__": _post_init, "gated": property(_gated), "replace": _replace,
                "as_dict": _as_dict, "save": _save, "load": classmethod(_load),
                "__doc__": "Post-processing parameters, one value per class and step (see "
-                          "``steps``), and the inference settings they were tuned with."})
+                          "``steps``), the inference settings they were tuned with and the "
+                          "digests of the checkpoints they were tuned for (sorted)."})
 PostProcess.__module__ = __name__
 
 
 def upgrade(values: object, path: Path) -> dict:
     """The keyword arguments of PostProcess from a file's JSON, checked key by key; keys added
     after the file's format version get their documented values (``ADDED``)."""
-    keys = ["head", *(step.key for step in steps.STEPS), "inference", "version"]
+    keys = ["head", *(step.key for step in steps.STEPS), "inference", "checkpoints",
+            "version"]
     if not isinstance(values, dict):
         raise ValueError(f"{path} is not a post-processing file: a JSON object with keys "
                          f"{keys} was expected, got a {type(values).__name__}")
@@ -143,6 +159,37 @@ def _check_types(values: dict, path: Path) -> None:
     if "inference" in values and not isinstance(values["inference"], dict):
         raise ValueError(f"{path}: key 'inference' must be an object with keys "
                          f"{', '.join(RECORDED)}, got {values['inference']!r}")
+    listed = values.get("checkpoints")
+    if listed is not None and not (isinstance(listed, list) and listed
+                                   and all(isinstance(d, str) for d in listed)):
+        raise ValueError(f"{path}: key 'checkpoints' must be a list of checkpoint digests "
+                         f"(strings) or null, got {listed!r}")
+
+
+def check_models(params, digests: dict[str, str], source: str, accept: bool = False,
+                 fix: str = f"or pass {ACCEPT_FLAG} to use it anyway") -> None:
+    """Refuse ``params`` (read from ``source``) for models it was not tuned for: ``digests``
+    maps each loaded model's file to its weights' digest. A model outside the recorded ones
+    (retrained since, or of another run) is refused unless ``accept``, then a warning; a
+    subset of them (``predict --checkpoints`` of some folds) and a file that records none
+    (older, or written by hand) get a warning. ``fix``: the error's last advice."""
+    if params.checkpoints is None:
+        log.warning("%s records no checkpoints (an older format, or written by hand): not "
+                    "checked against the %d model(s) loaded", source, len(digests))
+        return
+    tuned = set(params.checkpoints)
+    foreign = [name for name, digest in digests.items() if digest not in tuned]
+    if foreign:
+        message = (f"{source} was tuned for other checkpoints: {len(foreign)} of the "
+                   f"{len(digests)} model(s) loaded (e.g. {foreign[0]}, digest "
+                   f"{digests[foreign[0]]}) are not among the {len(tuned)} it was tuned for: "
+                   "rerun `make cv` for these checkpoints")
+        if not accept:
+            raise ValueError(f"{message}, {fix}")
+        log.warning("%s (%s given)", message, ACCEPT_FLAG)
+    elif len(set(digests.values())) < len(tuned):
+        log.warning("%s was tuned for %d models; %d of them are loaded", source, len(tuned),
+                    len(set(digests.values())))
 
 
 def class_masks(probs: torch.Tensor, params: PostProcess,

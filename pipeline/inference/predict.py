@@ -21,8 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import checkpoint, distributed
-from pipeline.config import HEIGHT, WIDTH
-from pipeline.data import images as image_files
+from pipeline.config import CLASS_IDS, HEIGHT, WIDTH
 from pipeline.data import rle
 from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
 from pipeline.inference import postprocess, runtime, submission
@@ -54,12 +53,18 @@ class Ensemble:
     the weights; the presence probability of a class is the weighted mean over the gated models
     only (a model without a gate contributes none); with no gated model there is none.
     ``clock``: per model, the seconds its passes took and the images they saw (passes x images).
+    Loaded from checkpoints (``load_models``), each model also has its file (``sources``), its
+    weights' digest (``digests``, see ``checkpoint.digest``) and the ids of the images it was
+    trained on (``trained_on``; None for a checkpoint from before they were recorded).
     """
 
     models: tuple[torch.nn.Module, ...]
     runners: tuple = ()
     weights: tuple[float, ...] = ()
     clock: dict = field(default_factory=dict, compare=False)
+    sources: tuple[Path, ...] = ()
+    digests: tuple[str, ...] = ()
+    trained_on: tuple[frozenset | None, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not self.runners:
@@ -97,6 +102,10 @@ class Ensemble:
     def __len__(self) -> int:
         return len(self.models)
 
+    def named_digests(self) -> dict[str, str]:
+        """Each model's file -> its weights' digest (``postprocess.check_models`` takes it)."""
+        return dict(zip(map(str, self.sources), self.digests))
+
 
 def load_models(paths: list[Path], device: torch.device,
                 settings: InferenceConfig = InferenceConfig(),
@@ -111,18 +120,23 @@ def load_models(paths: list[Path], device: torch.device,
         raise ValueError(f"ensemble weights {weights} for {len(paths)} checkpoints: one "
                          "weight >= 0 per checkpoint, summing to a positive number")
     runtime.keep_freed_memory()   # the process policy inference runs under (see runtime)
-    models = []
+    models, digests, trained = [], [], []
     for path in paths:
         with stage("load"):
-            model = rebuild(checkpoint.load(path), path)
+            state = checkpoint.load(path)
+            model = rebuild(state, path)
+            digests.append(checkpoint.digest(state["model"]))
+            trained.append(checkpoint.trained_ids(state))
         model = model.to(device)
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         models.append(model)
+    provenance = {"sources": tuple(Path(p) for p in paths), "digests": tuple(digests),
+                  "trained_on": tuple(trained)}
     if not settings.compile:
-        return Ensemble(tuple(models), weights=tuple(weights))
+        return Ensemble(tuple(models), weights=tuple(weights), **provenance)
     return Ensemble(tuple(models), tuple(forward.compile_for_inference(m) for m in models),
-                    tuple(weights))
+                    tuple(weights), **provenance)
 
 
 def model_input(images: torch.Tensor, info: ModelInfo,
@@ -200,12 +214,18 @@ def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.
     (which includes compiling a compiled ensemble)."""
     start, first, n_images = time.perf_counter(), None, 0
     for batch in tqdm(loader, desc=desc, unit="batch", disable=settings.quiet or None):
+        if "image" not in batch:   # every image of the batch unreadable, and skipped
+            continue
         images = to_model_input(batch["image"], device)
         n = len(images)
         if ensemble.compiled and n < loader.batch_size:  # one input shape: no recompilation
             images = torch.cat([images, images[-1:].expand(loader.batch_size - n, -1, -1, -1)])
         probs, presence = ensemble_probabilities(ensemble, images, settings.tta, settings.amp)
         probs, presence = probs[:n], None if presence is None else presence[:n]
+        if not bool(torch.isfinite(probs).all()):   # finite weights that overflow
+            raise FloatingPointError(f"non-finite probabilities on {batch['image_id'][0]}: the "
+                                     f"weights of {', '.join(map(str, ensemble.sources))} "
+                                     "overflow (diverged training?): retrain with a lower --lr")
         masks = batch["masks"].to(device) if "masks" in batch else None
         first = time.perf_counter() - start if first is None else first
         n_images += n
@@ -219,26 +239,32 @@ def iterate_probabilities(ensemble: Ensemble, loader: DataLoader, device: torch.
 
 def make_loader(image_dir: Path, image_ids: list[str], scale: float,
                 settings: InferenceConfig = InferenceConfig(), rles=None,
-                shift=None) -> DataLoader:
+                shift=None, skip_bad_images: bool | None = None) -> DataLoader:
     """Full images at ``scale``, batched and decoded as ``settings`` say (see ``Transform``);
     masks at 256x1600 when ``rles`` is given; ``shift`` (see ``data.shifts``) applied to each
-    image as read."""
+    image as read; ``skip_bad_images`` as ``SteelDataset`` takes it."""
     dataset = SteelDataset(image_dir, image_ids, rles,
                            Transform(scale=scale, decode=settings.decode), full_masks=True,
-                           shift=shift)
+                           shift=shift, skip_bad_images=skip_bad_images)
     return DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.n_workers,
                       collate_fn=collate, pin_memory=torch.cuda.is_available())
 
 
 def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
                  params: postprocess.PostProcess, context: distributed.Context,
-                 settings: InferenceConfig = InferenceConfig()) -> dict[str, list[str]]:
-    """``{image_id: [rle of class 1..4]}`` for this rank's share of the images."""
+                 settings: InferenceConfig = InferenceConfig(),
+                 skip_bad_images: bool = False) -> dict[str, list[str]]:
+    """``{image_id: [rle of class 1..4]}`` for this rank's share of the images.
+
+    With ``skip_bad_images`` an unreadable image is predicted defect-free (a warning each and
+    a count), so that one bad file never costs a whole submission (the kernel's choice);
+    without, it stops with the reader's error naming the file."""
     if params.head != ensemble.head:
         raise ValueError(f"post-processing is for the {params.head} head but the checkpoints "
                          f"have the {ensemble.head} head: rerun `make cv` for these checkpoints")
     mine = image_ids[context.rank::context.world_size]
-    loader = make_loader(image_dir, mine, ensemble.input_scale, settings)
+    loader = make_loader(image_dir, mine, ensemble.input_scale, settings,
+                         skip_bad_images=True if skip_bad_images else None)
     out: dict[str, list[str]] = {}
     quiet = settings.quiet or not context.is_main
     for batch in iterate_probabilities(ensemble, loader, context.device,
@@ -248,34 +274,26 @@ def predict_rles(ensemble: Ensemble, image_dir: Path, image_ids: list[str],
         with stage("rle"):
             for image_id, image_masks in zip(batch.image_ids, masks):
                 out[image_id] = [rle.encode(mask) for mask in image_masks]
+    skipped = [image_id for image_id in mine if image_id not in out]
+    if skipped:
+        log.warning("%d unreadable image(s) predicted defect-free (e.g. %s)", len(skipped),
+                    skipped[0])
+        out.update({image_id: [""] * len(CLASS_IDS) for image_id in skipped})
     return out
 
 
 def write_submission(ensemble: Ensemble, image_dir: Path, sample: submission.Sample,
                      params: postprocess.PostProcess, context: distributed.Context, out: Path,
                      settings: InferenceConfig = InferenceConfig(),
+                     skip_bad_images: bool = False,
                      ) -> tuple[dict[str, list[str]], object] | None:
     """Predict every sample image (sharded over ranks); on rank 0 write ``out``, validated
-    before it replaces any previous file.
-
-    Returns ``(rles by image, validated table)`` on rank 0, None on the other ranks.
-    """
-    rles = predict_rles(ensemble, image_dir, sample.image_ids, params, context, settings)
+    before it replaces any previous file. Returns ``(rles by image, validated table)`` on rank
+    0, None on the other ranks; ``skip_bad_images`` as ``predict_rles`` takes it."""
+    rles = predict_rles(ensemble, image_dir, sample.image_ids, params, context, settings,
+                        skip_bad_images)
     shards = distributed.gather(rles, context)
     if not context.is_main:
         return None
     merged = {k: v for shard in shards for k, v in shard.items()}
     return merged, submission.write(submission.build(sample, merged), out, sample)
-
-
-def check_test_images(image_dir: Path, sample_ids: list[str], sample_path: Path) -> None:
-    """Refuse a test directory whose images differ from the sample submission's ids."""
-    present = set(image_files.list_images(image_dir))
-    missing, extra = sorted(set(sample_ids) - present), sorted(present - set(sample_ids))
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image(s) of {sample_path} are not in {image_dir} (e.g. "
-            f"{', '.join(missing[:3])}): the test images and the sample file do not match")
-    if extra:
-        raise ValueError(f"{image_dir} holds {len(extra)} image(s) not in {sample_path} (e.g. "
-                         f"{', '.join(extra[:3])}): use the sample file of this test set")

@@ -35,20 +35,22 @@ def oof_rule(source: ensembles.Source, params: postprocess.PostProcess,
 
 
 def label_test_images(run_dir: str | None, data_dir: str | None, out: Path,
-                      precision: float = 0.95, requested: dict | None = None) -> dict:
+                      precision: float = 0.95, requested: dict | None = None,
+                      accept: bool = False) -> dict:
     """Predict the test images, keep the confident ones, write ``out`` and its report; returns
-    the report (also written as ``out`` with the suffix ``.json``)."""
+    the report (also written as ``out`` with the suffix ``.json``). ``accept``: use the tuned
+    post-processing even for other checkpoints or settings (``--accept-postprocess``)."""
     if not 0.0 < precision <= 1.0:
         raise ValueError(f"--precision {precision} must be in (0, 1], e.g. 0.95")
     source, paths = ensembles.resolve(run_dir), resolve_data_dir(data_dir)
     params = load_tuned(source.paths)
     rule = oof_rule(source, params, precision)
     settings = with_recorded(requested or {}, params.inference,
-                             str(source.paths.postprocess_json))
+                             str(source.paths.postprocess_json), accept)
     sample = submission.read_sample(paths.sample_submission)
-    predict.check_test_images(paths.test_images, sample.image_ids, sample.path)
+    submission.check_test_images(paths.test_images, sample.image_ids, sample.path)
     truth = labels.read_labels(paths.test_truth) if paths.test_truth.is_file() else None
-    decided = _test_decisions(source, paths, sample.image_ids, params, settings, truth)
+    decided = _test_decisions(source, paths, sample.image_ids, params, settings, truth, accept)
     kept = pseudo.keep(rule, decided["presence"], decided["predicted"])
     ids = [i for i, k in zip(sample.image_ids, kept) if k]
     report = {"source": str(source.root), "members": [m.name for m in source.members],
@@ -68,7 +70,7 @@ def label_test_images(run_dir: str | None, data_dir: str | None, out: Path,
 
 def _test_decisions(source: ensembles.Source, paths, image_ids: list[str],
                     params: postprocess.PostProcess, settings: InferenceConfig,
-                    truth) -> dict:
+                    truth, accept: bool = False) -> dict:
     """Per test image: presence (N, 4), post-processed decision (N, 4), RLEs and, with
     ``truth``, the (N, 4, 3) pair counts against it."""
     context = distributed.setup(settings.device)
@@ -77,6 +79,8 @@ def _test_decisions(source: ensembles.Source, paths, image_ids: list[str],
                                    [w for _, w in models])
     if not ensemble.gated:
         raise ValueError(pseudo.NO_GATE)
+    postprocess.check_models(params, ensemble.named_digests(),
+                             str(source.paths.postprocess_json), accept)
     rles = None if truth is None else labels.rle_table(truth, image_ids)
     loader = predict.make_loader(paths.test_images, image_ids, ensemble.input_scale, settings,
                                  rles)

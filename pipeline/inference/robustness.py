@@ -53,12 +53,13 @@ def score_shift(accumulator: oof.OOFAccumulator, params: postprocess.PostProcess
 
 def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] | None = None,
                    fold_ids: list[int] | None = None, requested: dict | None = None,
-                   images_per_fold: int | None = None) -> dict:
+                   images_per_fold: int | None = None, accept: bool = False) -> dict:
     """Every shift's OOF scores at the tuned post-processing and the inference settings it was
     tuned with (``requested``: inference settings by name, None or absent for the recorded or
     default one); writes ``reports/robustness.png`` then ``reports/robustness.json`` and returns
     the JSON's dict. ``images_per_fold`` scores only the first validation images of each fold
-    (a quicker, noisier look)."""
+    (a quicker, noisier look). ``accept``: use the tuned post-processing even for other
+    checkpoints or settings (``--accept-postprocess``)."""
     if images_per_fold is not None and images_per_fold < 1:
         raise ValueError(f"--images-per-fold {images_per_fold}: pass 1 or more")
     paths, source = resolve_data_dir(data_dir), ensembles.resolve(run_dir)
@@ -67,7 +68,8 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
     names = list(shifts.SHIFTS) if names is None else names
     if fold_ids is None:
         fold_ids = sorted(set(folds.read_folds(run.folds_csv)["fold"]))
-    settings = with_recorded(requested or {}, params.inference, str(run.postprocess_json))
+    settings = with_recorded(requested or {}, params.inference, str(run.postprocess_json),
+                             accept)
     context = distributed.setup(settings.device)
     thresholds = tuple(dict.fromkeys(params.threshold))   # only the tuned ones are counted
     results, loaded = [], {}
@@ -76,6 +78,10 @@ def run_robustness(run_dir: str | None, data_dir: str | None, names: list[str] |
         accumulator, _, _ = oof.collect(source, paths, fold_ids, settings, params.min_component, 0,
                                         context, shifts.SHIFTS[name], thresholds, name,
                                         images_per_fold, loaded, lines=False)
+        if i == 1:   # the fold models are loaded: the post-processing must be theirs
+            postprocess.check_models(params, {k: v for ensemble in loaded.values()
+                                              for k, v in ensemble.named_digests().items()},
+                                     str(run.postprocess_json), accept)
         result = {"name": name, **score_shift(accumulator, params),
                   "seconds": round(time.perf_counter() - start, 2)}
         results.append(result)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from pipeline import fileio, metrics
 from pipeline.config import CLASS_IDS
+from pipeline.data import images as image_files
 from pipeline.data import labels, rle
 
 CURRENT = ["ImageId", "EncodedPixels", "ClassId"]
@@ -193,3 +194,16 @@ def score(predictions: dict[str, list[str]], truth: pd.DataFrame) -> metrics.Sco
             counts[:, n, c] = (np.count_nonzero(pred & true), np.count_nonzero(pred),
                                np.count_nonzero(true))
     return metrics.summarize(*counts)
+
+
+def check_test_images(image_dir: Path, sample_ids: list[str], sample_path: Path) -> None:
+    """Refuse a test directory whose images differ from the sample submission's ids."""
+    present = set(image_files.list_images(image_dir))
+    missing, extra = sorted(set(sample_ids) - present), sorted(present - set(sample_ids))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) of {sample_path} are not in {image_dir} (e.g. "
+            f"{', '.join(missing[:3])}): the test images and the sample file do not match")
+    if extra:
+        raise ValueError(f"{image_dir} holds {len(extra)} image(s) not in {sample_path} (e.g. "
+                         f"{', '.join(extra[:3])}): use the sample file of this test set")

@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 KERNEL_PARTS = ("__init__.py", "config.py", "settings.py", "fileio.py", "checkpoint.py",
                 "metrics.py",
                 "stages.py", "distributed.py", "plotting.py", "console.py", "data/", "models/",
-                "inference/", "kaggle/__init__.py", "kaggle/kernel.py")
+                "inference/", "kaggle/__init__.py", "kaggle/inputs.py", "kaggle/kernel.py")
 SCRIPT_NAME = "severstal_kernel.py"
 # What `make kernel` chooses; TTA and decode ride with the weights (postprocess.json), the
 # device is Kaggle's GPU when there is one.
@@ -44,7 +44,8 @@ import time
 
 STARTED = time.time()
 
-import base64  # noqa: E402  (the clock starts before anything else)
+import atexit  # noqa: E402  (the clock starts before anything else)
+import base64  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -56,8 +57,10 @@ SETTINGS = {settings}  # chosen at `make kernel`
 
 
 def bootstrap():
-    """Write the embedded package zip to a temp file and import from it (zipimport)."""
+    """Write the embedded package zip to a temp file and import from it (zipimport); the
+    file goes when the script exits."""
     fd, path = tempfile.mkstemp(prefix="pipeline-", suffix=".zip")
+    atexit.register(lambda: os.path.exists(path) and os.remove(path))
     with os.fdopen(fd, "wb") as handle:
         handle.write(base64.b64decode("".join(PACKAGE_ZIP.split())))
     sys.path.insert(0, path)
@@ -95,14 +98,16 @@ def package_zip(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, int]:
 
 def kernel_script(version: str, package_dir: Path = PACKAGE_DIR,
                   settings: InferenceConfig = InferenceConfig(),
-                  description: str | None = None) -> str:
+                  description: str | None = None, weights_dataset: str | None = None) -> str:
     """The text of the kernel script for the package in ``package_dir``, with the inference
-    settings it runs (but TTA and decode, which come with the weights' postprocess.json) and
-    the ``description`` of the run or ensemble it is built for, which it prints."""
+    settings it runs (but TTA and decode, which come with the weights' postprocess.json), the
+    ``description`` of the run or ensemble it is built for, which it prints, and the
+    ``weights_dataset`` (``owner/slug``) it reads its weights from."""
     data, n_files = package_zip(package_dir)
     payload = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 100))
     chosen = {k: v for k, v in settings.as_dict().items() if k in KERNEL_SETTINGS}
-    settings = repr({"inference": chosen, "description": description})
+    settings = repr({"inference": chosen, "description": description,
+                     "weights_dataset": weights_dataset})
     return BOOTSTRAP.format(n_files=n_files, version=version, payload=payload,
                             settings=settings)
 
@@ -142,7 +147,8 @@ def build(out_dir: Path, kernel_id: str, title: str | None, weights_dataset: str
     metadata = kernel_metadata(kernel_id, title, weights_dataset)
     script = Path(out_dir) / SCRIPT_NAME
     fileio.write_text(script, kernel_script(version, settings=settings,
-                                            description=description))
+                                            description=description,
+                                            weights_dataset=weights_dataset))
     fileio.write_text(Path(out_dir) / "kernel-metadata.json",
                       json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return script

@@ -81,7 +81,8 @@ def _stage_checkpoints(entries: list[tuple[Path, float, str]],
             exported = folder / f"{Path(name).stem}.pt2"
             registry.export(registry.rebuild(state, path), exported)
             sources[exported.name] = path
-        models.append({"file": name, "weight": weight})
+        models.append({"file": name, "weight": weight,
+                       "digest": checkpoint.digest(state["model"])})
     return sources, models
 
 
@@ -103,13 +104,16 @@ def as_source(run):
 
 
 def stage_weights(source, checkpoints: list[Path] | None, dataset: str, title: str,
-                  folder: Path) -> list[str]:
+                  folder: Path, accept: bool = False) -> list[str]:
     """Write weights-only checkpoints, ``models.json`` (their files and weights, in order),
     postprocess.json, config.json (an ensemble: ensemble.json) and dataset metadata; beside
     each checkpoint of a model that needs smp/timm, its ``torch.export`` program (``.pt2``),
     which the offline kernel runs with torch alone. ``source``: a run or ensemble
-    (``ensembles.Source``) or a run's ``RunPaths``."""
+    (``ensembles.Source``) or a run's ``RunPaths``. The post-processing must be tuned for the
+    staged checkpoints (``postprocess.check_models``) unless ``accept``, which ``models.json``
+    then records for the kernel."""
     from pipeline.inference import ensembles
+    from pipeline.inference.postprocess import PostProcess, check_models
 
     source = as_source(source)
     run = source.paths
@@ -122,11 +126,14 @@ def stage_weights(source, checkpoints: list[Path] | None, dataset: str, title: s
     if not entries:
         raise FileNotFoundError(f"no checkpoint {run.checkpoints}/fold*/best.pt: train first "
                                 "(`make train`) or pass --checkpoints")
+    params = PostProcess.load(run.postprocess_json)
     sources, models = _stage_checkpoints(entries, folder)
+    check_models(params, {str(sources[m["file"]]): m["digest"] for m in models},
+                 str(run.postprocess_json), accept)
     for staged in (run.postprocess_json, described):
         _write_if_changed(folder / staged.name, staged.read_bytes())
-    _write_if_changed(folder / MODELS_FILE, (json.dumps({"models": models}, indent=2)
-                                             + "\n").encode())
+    listing = {"models": models, "accept_postprocess": accept}
+    _write_if_changed(folder / MODELS_FILE, (json.dumps(listing, indent=2) + "\n").encode())
     staged_drift = _stage_drift(run, folder)
     metadata = {"title": title, "id": dataset, "licenses": [{"name": "CC0-1.0"}]}
     _write_if_changed(folder / "dataset-metadata.json",
@@ -232,7 +239,8 @@ def _create_or_version(client: Any, dataset: str, folder: Path, notes: str, publ
 
 def upload_weights(run, checkpoints: list[Path] | None, dataset: str,
                    title: str | None = None, message: str | None = None, public: bool = False,
-                   quiet: bool = False, wait_seconds: float = 1800.0) -> WeightsUpload:
+                   quiet: bool = False, wait_seconds: float = 1800.0,
+                   accept: bool = False) -> WeightsUpload:
     """Stage the weights of a run or ensemble (``ensembles.Source`` or ``RunPaths``), create
     the Kaggle dataset or add a version, and wait (at most ``wait_seconds``) until Kaggle has
     processed it."""
@@ -241,7 +249,7 @@ def upload_weights(run, checkpoints: list[Path] | None, dataset: str,
     run = as_source(run)
     folder = run.root / "kaggle-dataset"
     names = stage_weights(run, checkpoints, dataset, title or slug.replace("-", " ").title(),
-                          folder)
+                          folder, accept)
     log.info("staged %s in %s", ", ".join(names), folder)
     notes = message or f"code {code_version()}: {', '.join(names)}"
     client = api.client()

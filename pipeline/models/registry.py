@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline import fileio
+from pipeline import __version__, fileio
 from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 from pipeline.models import encoders, fcn32, zoo
 
@@ -78,6 +78,13 @@ class ModelInfo:
         """The info of a checkpoint dict; checkpoints from before encoder, input scale and
         normalisation were recorded (all FCN32-VGG11) take them from their training config."""
         spec, info = spec_of(state, path), state["model_info"]
+        unknown = sorted(set(info) - set(cls.__dataclass_fields__))
+        if unknown:   # written by a newer version: dropping them could change the model
+            raise ValueError(f"{path}: model_info holds {', '.join(map(repr, unknown))}, "
+                             "unknown to this version (pipeline "
+                             f"{__version__}); the checkpoint was written by pipeline "
+                             f"{state.get('code_version', 'of an unknown version')}: update "
+                             "the pipeline to read it")
         values = {"input_scale": (state.get("config") or {}).get("scale", 1.0),
                   "encoder": spec.default_encoder, "mean": encoders.IMAGENET_MEAN,
                   "std": encoders.IMAGENET_STD, "stride": spec.stride, **info}

@@ -185,7 +185,8 @@ def _train_fold(cfg: TrainConfig, fold: int, run: RunPaths, resume: bool,
             board.epoch(row, steps_done, validated)   # flushed before the epoch's commit
             with stage("checkpoint"):
                 _commit(cfg, fold, run, rows, best,
-                        _state(model, optimizer, scheduler, scaler, cfg, fold, row, ema))
+                        _state(model, optimizer, scheduler, scaler, cfg, fold, row, ema,
+                               train_set.image_ids))
             log.info("%s", epoch_line(fold, cfg.epochs, row))
             if row["skipped"]:
                 log.warning("skipped %d unreadable image(s) in epoch %d", row["skipped"], epoch)
@@ -271,14 +272,17 @@ def epoch_line(fold: int, epochs: int, row: dict) -> str:
 
 
 def _state(model, optimizer, scheduler, scaler, cfg: TrainConfig, fold: int, row: dict,
-           ema=None) -> dict:
+           ema=None, train_ids: list[str] = ()) -> dict:
     """The checkpoint dict of the epoch that ``row`` logs: ``model`` holds the weights that
     are validated (the EMA's, with ``--ema-decay``; then ``train_model`` and ``ema`` hold the
-    training weights and the average's state, for --resume)."""
+    training weights and the average's state, for --resume); ``trained_on`` the fold and the
+    ids of the labelled images it trains on (pseudo-labelled test images aside), which ``cv``
+    checks against the images it scores."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
              "epoch": row["epoch"], "fold": fold, "config": cfg.as_dict(), "metrics": row,
-             "model_info": model_info(model).as_dict(), "code_version": code_version()}
+             "model_info": model_info(model).as_dict(), "code_version": code_version(),
+             "trained_on": {"fold": fold, "image_ids": sorted(train_ids)}}
     if ema is not None:
         state.update(train_model=state["model"], ema=ema.state_dict(),
                      model=ema.module.state_dict())
