@@ -97,7 +97,8 @@ def read_gray(folder: Path, limit: int | None = None) -> list[np.ndarray]:
     """The first ``limit`` (all: None) JPEGs of a folder, sorted by name, as grey images."""
     grays = []
     for name in list_images(folder)[:limit]:
-        gray = cv2.imread(str(Path(folder) / name), cv2.IMREAD_GRAYSCALE)
+        gray = cv2.imread(str(Path(folder) / name),    # pixels as stored, as read_image
+                          cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
         if gray is None:
             raise ValueError(f"{Path(folder) / name} cannot be read as an image: replace or "
                              "remove it")
