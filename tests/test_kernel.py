@@ -1,10 +1,12 @@
 """The packed kernel: deterministic build, and a clean-environment run equal to `predict`."""
 
+import getpass
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,7 @@ sys.meta_path.insert(0, Block())
 """
 
 
+INDUCTOR_CACHE = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
 # Where Kaggle has mounted the inputs over the years: (competition, weights dataset).
 LAYOUTS = {"old": ("severstal-steel-defect-detection", "severstal-weights"),
            "new": ("competitions/severstal-steel-defect-detection",
@@ -144,7 +147,9 @@ def run_kernel(tmp_path: Path, data: Path, run: Path, blocked: tuple = (),
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=set(blocked)))
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KAGGLE_INPUT_ROOT": str(inputs),
            "KAGGLE_WORKING_ROOT": str(working), "OMP_NUM_THREADS": "2",
-           "PYTHONPATH": str(site), "TMPDIR": str(temp)}
+           "PYTHONPATH": str(site), "TMPDIR": str(temp),
+           # the temp folder is the kernel's own, but the compile cache is the test process's
+           "TORCHINDUCTOR_CACHE_DIR": str(INDUCTOR_CACHE)}
     for package in blocked:   # the kernel's Python really lacks them
         probe = subprocess.run([sys.executable, "-c", f"import {package}"], env=env,
                                capture_output=True, text=True)
