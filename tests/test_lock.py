@@ -108,6 +108,10 @@ def test_commands_that_read_checkpoints_refuse_a_fold_being_trained(
                          out / "pseudo.csv"],
         "segment": ["segment", "--run-dir", run, "--input", data / "test_images", "--out",
                     out / "segments"],
+        "export": ["export", "--format", "onnx", "--run-dir", run, "--fold", 1, "--out",
+                   out / "m.onnx"],
+        "upload-weights": ["upload-weights", "--run-dir", run, "--dataset", "me/weights"],
+        "plan-kernel": ["plan-kernel", "--data-dir", data, "--run-dir", run],
     }
     for name, argv in commands.items():
         capsys.readouterr()

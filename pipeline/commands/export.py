@@ -64,12 +64,14 @@ def export_command(args: argparse.Namespace) -> int:
     """Export the checkpoint to ``--out``; print what was written and how close it came."""
     from pipeline import checkpoint, fileio
     from pipeline.models import onnx_export, registry
+    from pipeline.training import lock
 
     out = Path(args.out)
     fileio.check_writable(out, "--out")  # before the export, which takes a while
     if not args.tolerance >= 0:
         raise ValueError(f"--tolerance {args.tolerance} must be >= 0, e.g. 1e-3")
     path = checkpoint_path(args)
+    lock.check_not_training([path.parent])   # a best.pt being replaced is not exported
     model = registry.rebuild(checkpoint.load(path), path)
     image, source = onnx_export.check_image(
         Path(args.image) if args.image else None,

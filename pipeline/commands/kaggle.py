@@ -157,8 +157,15 @@ def upload_weights_command(args: argparse.Namespace) -> int:
 
     from pipeline.inference import ensembles
 
+    from pipeline.training import lock
+
     checkpoints = [Path(p) for p in args.checkpoints] if args.checkpoints else None
-    done = weights.upload_weights(ensembles.resolve(args.run_dir), checkpoints,
+    source = ensembles.resolve(args.run_dir)
+    if checkpoints:   # nothing staged or sent while a fold's best.pt may be replaced
+        lock.check_not_training(p.parent for p in checkpoints)
+    else:
+        lock.check_runs_not_training(m.run for m in source.members)
+    done = weights.upload_weights(source, checkpoints,
                                   args.dataset, args.title, args.message, args.public,
                                   args.quiet, args.wait_seconds, args.accept_postprocess)
     print(f"{done.verb} {done.dataset} with {', '.join(done.files)}: {done.url}")
@@ -218,6 +225,10 @@ def plan_kernel_command(args: argparse.Namespace) -> int:
                              f"({error!r}): pass the gpu_bench.json it wrote") from None
     if args.images_per_fold is not None and args.images_per_fold < 1:
         raise ValueError(f"--images-per-fold {args.images_per_fold}: pass 1 or more")
+    from pipeline.inference import ensembles
+    from pipeline.training import lock
+
+    lock.check_runs_not_training(m.run for m in ensembles.resolve(args.run_dir).members)
     settings = options.settings_from_args(InferenceConfig, args)
     report = plan.plan_kernel(args.run_dir, args.data_dir, settings, args.n_images, args.limit,
                               args.margin, args.images_per_fold, bench)
