@@ -52,6 +52,8 @@ KAGGLE_DATASET ?=
 KERNEL ?=
 KERNEL_DIR ?= kernels/$(notdir $(KERNEL))
 KERNEL_VERSION ?=
+# e.g. --accept-postprocess: stage post-processing tuned for other checkpoints on purpose
+UPLOAD_ARGS ?=
 # e.g. --compile: the kernel runs torch.compile'd models
 KERNEL_ARGS ?=
 # Only for competitions that accept an uploaded file (Severstal does not).
@@ -178,7 +180,8 @@ plan-kernel: install ## the kernel's run time and OOF score per members x TTA ch
 
 upload-weights: install ## RUN_DIR's (or an ensemble's) best.pt per fold + postprocess.json -> dataset KAGGLE_DATASET
 	$(if $(KAGGLE_DATASET),,$(error set KAGGLE_DATASET=owner/slug))
-	$(PY) -m pipeline upload-weights --dataset $(KAGGLE_DATASET) --run-dir $(RUN_DIR)
+	$(PY) -m pipeline upload-weights --dataset $(KAGGLE_DATASET) --run-dir $(RUN_DIR) \
+		$(UPLOAD_ARGS)
 
 kernel: install ## build KERNEL_DIR: one offline script + kernel-metadata.json (KERNEL, KAGGLE_DATASET)
 	$(if $(KERNEL),,$(error set KERNEL=owner/slug))
