@@ -17,13 +17,13 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import checkpoint, distributed
 from pipeline.config import CLASS_IDS, HEIGHT, WIDTH
 from pipeline.data import rle
 from pipeline.data.dataset import SteelDataset, Transform, collate, to_model_input
+from pipeline.data.workers import DataLoader
 from pipeline.inference import postprocess, runtime, submission
 from pipeline.inference.config import TTA_MODES, InferenceConfig
 from pipeline.models import forward

@@ -29,7 +29,6 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline import fileio
@@ -37,6 +36,7 @@ from pipeline.config import HEIGHT, N_CLASSES, WIDTH
 from pipeline.data import images as image_files
 from pipeline.data import labels
 from pipeline.data.dataset import to_model_input
+from pipeline.data.workers import DataLoader
 from pipeline.inference import postprocess, predict, reports
 from pipeline.inference.config import InferenceConfig
 
@@ -152,7 +152,7 @@ def read_frame(path: Path, scale: float, decode: str = "scaled") -> tuple[np.nda
     return image_files.resize(image, target), size
 
 
-class Frames(Dataset):
+class Frames(torch.utils.data.Dataset):
     """Items ``{"image": (3, h', w') uint8 at the scale, "size": (h, w), "path"}`` (with
     ``pictures`` also ``"picture"``, the ``(h, w, 3)`` RGB image for the overlay), or
     ``{"path", "error"}`` for an unreadable file."""

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subset
+from torch.utils.data import ConcatDataset, DistributedSampler, Subset
 
 from pipeline import distributed
 from pipeline.config import CLASS_IDS, DataPaths, resolve_data_dir, resolve_run_dir
 from pipeline.data import folds, labels, sampling
 from pipeline.data.dataset import SteelDataset, Transform, collate
 from pipeline.data.images import list_images
+from pipeline.data.workers import DataLoader
 from pipeline.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
