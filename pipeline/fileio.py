@@ -36,14 +36,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest existing parent."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def free_space(path: Path) -> str:
     """The free space of the file system holding ``path`` (or its nearest existing parent),
     for error messages, e.g. '1.2 GB'."""
-    folder = Path(path)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
-        free = shutil.disk_usage(folder).free
+        free = shutil.disk_usage(nearest_existing(path)).free
     except OSError:
         return "unknown space"
     return f"{free / 1e9:.1f} GB" if free >= 1e8 else f"{free / 1e6:.1f} MB"
@@ -56,9 +61,7 @@ def check_writable(path: Path, flag: str) -> None:
     if path.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a directory: give a file name, e.g. "
                                 f"{path / 'submission.csv'}")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a directory: "
                                  "choose another output path")

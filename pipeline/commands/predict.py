@@ -36,10 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="override the empty-mask thresholds, e.g. 600,600,1000,2000")
     predict.add_argument("--min-component", type=options.per_class(int), default=None,
                          help="override the connected-component size limits")
-    options.add_accept_postprocess(predict)
-    options.add_settings_flags(predict, InferenceConfig,
-                               unset={"tta": "the one cv tuned with, else none",
-                                      "decode": "the one cv tuned with, else scaled"})
+    _add_tuned_inference_flags(predict)
     predict.set_defaults(handler=predict_command)
 
     pseudo = commands.add_parser(
@@ -54,12 +51,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     pseudo.add_argument("--precision", type=float, default=0.95,
                         help="out-of-fold precision each class's confident positives and "
                              "negatives must reach (default 0.95)")
-    options.add_accept_postprocess(pseudo)
-    options.add_settings_flags(pseudo, InferenceConfig,
-                               unset={"tta": "the one cv tuned with, else none",
-                                      "decode": "the one cv tuned with, else scaled"})
+    _add_tuned_inference_flags(pseudo)
     pseudo.set_defaults(handler=pseudo_label_command)
     _register_segment(commands)
+
+
+def _add_tuned_inference_flags(parser: argparse.ArgumentParser) -> None:
+    """The inference flags of a command that applies a run's tuned post-processing: unset,
+    TTA and decode are the ones cv tuned with; ``--accept-postprocess`` allows others."""
+    options.add_accept_postprocess(parser)
+    options.add_settings_flags(parser, InferenceConfig,
+                               unset={"tta": "the one cv tuned with, else none",
+                                      "decode": "the one cv tuned with, else scaled"})
 
 
 def _register_segment(commands: argparse._SubParsersAction) -> None:
@@ -83,10 +86,7 @@ def _register_segment(commands: argparse._SubParsersAction) -> None:
                               "colour (1 yellow, 2 cyan, 3 red, 4 green)")
     segment.add_argument("--log-every", type=_positive, default=100,
                          help="log a progress line every N images (default 100)")
-    options.add_accept_postprocess(segment)
-    options.add_settings_flags(segment, InferenceConfig,
-                               unset={"tta": "the one cv tuned with, else none",
-                                      "decode": "the one cv tuned with, else scaled"})
+    _add_tuned_inference_flags(segment)
     segment.set_defaults(handler=segment_command)
 
 
